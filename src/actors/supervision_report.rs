@@ -1,0 +1,76 @@
+//! What the supervisor knows about its children, shared with the HTTP surface: each actor's
+//! state and restart count, and whether supervision gave up (escalated).
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ActorReport {
+    pub name: String,
+    pub state: &'static str,
+    pub restarts: u64,
+    pub last_failure: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct SupervisionReport {
+    actors: Mutex<BTreeMap<&'static str, ActorReport>>,
+    escalated: Mutex<Option<String>>,
+}
+
+impl SupervisionReport {
+    pub fn running(&self, role: &'static str, name: &str) {
+        let mut actors = self.actors.lock().expect("report lock");
+        let entry = actors.entry(role).or_insert_with(|| ActorReport {
+            name: name.to_owned(),
+            state: "running",
+            restarts: 0,
+            last_failure: None,
+        });
+        entry.name = name.to_owned();
+        entry.state = "running";
+    }
+
+    pub fn failed(&self, role: &'static str, reason: String) {
+        let mut actors = self.actors.lock().expect("report lock");
+        if let Some(entry) = actors.get_mut(role) {
+            entry.state = "restarting";
+            entry.restarts += 1;
+            entry.last_failure = Some(reason);
+        }
+    }
+
+    pub fn stopped(&self, role: &'static str) {
+        if let Some(entry) = self.actors.lock().expect("report lock").get_mut(role) {
+            entry.state = "stopped";
+        }
+    }
+
+    pub fn escalate(&self, reason: String) {
+        *self.escalated.lock().expect("report lock") = Some(reason);
+    }
+
+    /// Why supervision gave up, if it did.
+    pub fn escalated(&self) -> Option<String> {
+        self.escalated.lock().expect("report lock").clone()
+    }
+
+    pub fn actors(&self) -> Vec<(&'static str, ActorReport)> {
+        self.actors
+            .lock()
+            .expect("report lock")
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    pub fn restarts(&self, role: &str) -> u64 {
+        self.actors
+            .lock()
+            .expect("report lock")
+            .get(role)
+            .map(|a| a.restarts)
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,361 @@
+//! Layered configuration: `config/default.toml`, then `config/$EMBEDQ_ENV.toml`, then an
+//! optional file given on the command line, then `EMBEDQ__SECTION__KEY` environment variables.
+//! Secrets come from the environment only. [`Settings::load`] validates everything, so a bad
+//! setting stops start-up with a message that names the key and the reason.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The defaults, compiled in so the binary runs from any directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(Box<figment::Error>),
+    #[error("configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        Self::Load(Box::new(e))
+    }
+}
+
+/// A value that must never be printed: `Debug` and `Display` show `[redacted]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub queue: QueueSettings,
+    pub planner: PlannerSettings,
+    pub limits: LimitSettings,
+    pub embedding: EmbeddingSettings,
+    pub supervision: SupervisionSettings,
+    #[serde(skip)]
+    pub secrets: Secrets,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    pub admin_token: Option<Secret>,
+    pub provider_api_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub json_logs: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: String,
+    pub prefix: String,
+    pub connect_timeout_ms: u64,
+    pub command_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    pub consumer_name: String,
+    pub visibility_timeout_ms: u64,
+    pub block_ms: u64,
+    pub job_credits: usize,
+    pub task_credits: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerSettings {
+    pub page_size: usize,
+    pub task_size: usize,
+    pub max_queued_tasks: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub max_items_per_request: usize,
+    pub max_content_bytes: usize,
+    pub max_job_item_ids: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    pub model: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionSettings {
+    pub restart_backoff_ms: u64,
+    pub max_restart_backoff_ms: u64,
+    pub max_restarts: u32,
+    pub restart_window_ms: u64,
+}
+
+impl Settings {
+    /// Loads the layers described in the module docs from the process environment.
+    pub fn load(extra_file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env_name = std::env::var("EMBEDQ_ENV").ok();
+        let mut figment = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        if let Some(name) = env_name.filter(|n| !n.is_empty()) {
+            let path = PathBuf::from("config").join(format!("{name}.toml"));
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "EMBEDQ_ENV",
+                    reason: format!("{} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        if let Some(path) = extra_file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config",
+                    reason: format!("{} does not exist", path.display()),
+                });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("EMBEDQ__").split("__"));
+        let mut settings: Settings = figment.extract()?;
+        settings.secrets = Secrets {
+            admin_token: secret_from_env("EMBEDQ_ADMIN_TOKEN"),
+            provider_api_key: secret_from_env("EMBEDQ_PROVIDER_API_KEY"),
+        };
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The compiled-in defaults alone, validated: the base the tests adjust.
+    pub fn defaults() -> Self {
+        let settings: Settings = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .extract()
+            .expect("config/default.toml is valid");
+        settings.validate().expect("config/default.toml is valid");
+        settings
+    }
+
+    /// Checks every rule that the types alone do not express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.into(),
+            })
+        }
+        let db = &self.database.url;
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if !(self.redis.url.starts_with("redis://")
+            || self.redis.url.starts_with("rediss://")
+            || self.redis.url.starts_with("unix://"))
+        {
+            return invalid(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            );
+        }
+        if self.redis.prefix.is_empty() || self.redis.prefix.contains(char::is_whitespace) {
+            return invalid("redis.prefix", "must be non-empty and without spaces");
+        }
+        if !self.queue.consumer_name.is_empty()
+            && !self
+                .queue
+                .consumer_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return invalid(
+                "queue.consumer_name",
+                "allowed are ASCII letters, digits and - _ .",
+            );
+        }
+        if self.queue.block_ms == 0 {
+            return invalid(
+                "queue.block_ms",
+                "must be at least 1 (0 would block forever)",
+            );
+        }
+        if self.queue.visibility_timeout_ms < 2 * self.queue.block_ms {
+            return invalid(
+                "queue.visibility_timeout_ms",
+                "must be at least twice queue.block_ms, or live claims would be stolen",
+            );
+        }
+        if self.queue.job_credits == 0 {
+            return invalid("queue.job_credits", "must be at least 1");
+        }
+        if self.queue.task_credits == 0 {
+            return invalid("queue.task_credits", "must be at least 1");
+        }
+        if self.planner.page_size == 0 || self.planner.page_size > 100_000 {
+            return invalid("planner.page_size", "must be between 1 and 100000");
+        }
+        if self.planner.task_size == 0 || self.planner.task_size > 2048 {
+            return invalid("planner.task_size", "must be between 1 and 2048");
+        }
+        if self.planner.max_queued_tasks == 0 {
+            return invalid("planner.max_queued_tasks", "must be at least 1");
+        }
+        if self.limits.max_items_per_request == 0 {
+            return invalid("limits.max_items_per_request", "must be at least 1");
+        }
+        if self.limits.max_content_bytes == 0 {
+            return invalid("limits.max_content_bytes", "must be at least 1");
+        }
+        if self.limits.max_job_item_ids == 0 {
+            return invalid("limits.max_job_item_ids", "must be at least 1");
+        }
+        if self.embedding.model.trim().is_empty() {
+            return invalid("embedding.model", "must not be empty");
+        }
+        if self.supervision.max_restarts == 0 {
+            return invalid("supervision.max_restarts", "must be at least 1");
+        }
+        if self.supervision.restart_backoff_ms > self.supervision.max_restart_backoff_ms {
+            return invalid(
+                "supervision.restart_backoff_ms",
+                "must not exceed supervision.max_restart_backoff_ms",
+            );
+        }
+        if self.secrets.admin_token.is_none() && !self.server.listen.ip().is_loopback() {
+            return invalid(
+                "server.listen",
+                format!(
+                    "{} is not a loopback address; set EMBEDQ_ADMIN_TOKEN to listen beyond this machine",
+                    self.server.listen
+                ),
+            );
+        }
+        if let Some(token) = &self.secrets.admin_token
+            && token.expose().len() < 16
+        {
+            return invalid("EMBEDQ_ADMIN_TOKEN", "must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    pub fn visibility_timeout(&self) -> Duration {
+        Duration::from_millis(self.queue.visibility_timeout_ms)
+    }
+}
+
+fn secret_from_env(name: &str) -> Option<Secret> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = Settings::defaults();
+        assert!(s.server.listen.ip().is_loopback());
+        assert!(s.database.url.starts_with("sqlite:"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut s = Settings::defaults();
+        s.planner.page_size = 0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("planner.page_size"), "{err}");
+    }
+
+    #[test]
+    fn public_listen_needs_a_token() {
+        let mut s = Settings::defaults();
+        s.server.listen = "0.0.0.0:8080".parse().unwrap();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("server.listen") && err.contains("EMBEDQ_ADMIN_TOKEN"),
+            "{err}"
+        );
+        s.secrets.admin_token = Some(Secret::new("a-long-enough-token"));
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new("sk-very-secret");
+        assert_eq!(format!("{secret:?} {secret}"), "[redacted] [redacted]");
+        let mut s = Settings::defaults();
+        s.secrets.provider_api_key = Some(secret);
+        assert!(!format!("{s:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let err = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[planner]\npage_size = \"many\""))
+            .extract::<Settings>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("page_size"), "{err}");
+    }
+}

@@ -1,0 +1,132 @@
+//! Identifiers. Context and item ids are chosen by the producer (its own primary keys), so they
+//! are checked for length and alphabet; job ids are UUIDv7, time-ordered for keyset listing.
+
+use super::ParseError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+const MAX_ID_LEN: usize = 128;
+
+fn check_external_id(kind: &str, raw: &str) -> Result<(), ParseError> {
+    if raw.is_empty() {
+        return Err(ParseError(format!("{kind} id must not be empty")));
+    }
+    if raw.len() > MAX_ID_LEN {
+        return Err(ParseError(format!(
+            "{kind} id is {} bytes long; the limit is {MAX_ID_LEN}",
+            raw.len()
+        )));
+    }
+    if let Some(bad) = raw
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(ParseError(format!(
+            "{kind} id {:?} contains {bad:?}; allowed are ASCII letters, digits and - _ . :",
+            truncate_for_message(raw)
+        )));
+    }
+    Ok(())
+}
+
+/// Shortens a caller's input before echoing it in an error message.
+fn truncate_for_message(raw: &str) -> String {
+    raw.chars().take(40).collect()
+}
+
+macro_rules! external_id {
+    ($name:ident, $kind:literal) => {
+        #[doc = concat!("A ", $kind, " id: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`.")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(raw: impl Into<String>) -> Result<Self, ParseError> {
+                let raw = raw.into();
+                check_external_id($kind, &raw)?;
+                Ok(Self(raw))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                Self::parse(raw).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+external_id!(ContextId, "context");
+external_id!(ItemId, "item");
+
+/// A job's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(uuid::Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        uuid::Uuid::parse_str(raw).map(Self).map_err(|_| {
+            ParseError(format!(
+                "job id {:?} is not a UUID",
+                truncate_for_message(raw)
+            ))
+        })
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_ids_are_checked() {
+        assert!(ItemId::parse("doc-1:part_2.a").is_ok());
+        assert!(ItemId::parse("").is_err());
+        assert!(ItemId::parse("a b").is_err());
+        assert!(ItemId::parse("é").is_err());
+        assert!(ItemId::parse("x".repeat(129)).is_err());
+        assert!(ContextId::parse("x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn job_ids_round_trip() {
+        let id = JobId::new();
+        assert_eq!(JobId::parse(&id.to_string()).unwrap(), id);
+        assert!(JobId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn deserialising_validates() {
+        assert!(serde_json::from_str::<ItemId>("\"ok\"").is_ok());
+        assert!(serde_json::from_str::<ItemId>("\"not ok\"").is_err());
+    }
+}

@@ -1,0 +1,39 @@
+//! The admin HTTP surface (axum). Handlers only touch SQL and one Redis command each: they never
+//! wait on the pipeline, so the API answers in milliseconds whatever the pipeline is doing.
+
+mod auth;
+mod error;
+mod extract;
+mod routes;
+mod state;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+/// The whole API with its middleware.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.settings.server.max_body_bytes;
+    let admin = Router::new()
+        .route(
+            "/v1/contexts/{context_id}/items",
+            post(routes::items::upsert_items),
+        )
+        .route("/v1/items/{item_id}", get(routes::items::get_item))
+        .route("/v1/jobs", post(routes::jobs::create_job))
+        .route("/v1/jobs/{job_id}", get(routes::jobs::get_job))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .merge(admin)
+        .fallback(routes::health::not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}

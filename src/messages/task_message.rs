@@ -1,0 +1,91 @@
+//! A task: a bounded slice of one job's items, each with the attempts it has used. Tasks are
+//! what the planner writes and the embedding pool reads; retries travel as tasks too, with the
+//! attempt count raised, so the count survives restarts.
+
+use super::{EntryFields, Malformed, SCHEMA_VERSION, StreamMessage, text_field};
+use crate::domain::{ItemId, JobId};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskItem {
+    pub id: ItemId,
+    /// Attempts already used for the item's current content.
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub job_id: JobId,
+    pub items: Vec<TaskItem>,
+}
+
+impl TaskMessage {
+    /// The JSON written in the entry's `task` field.
+    pub fn payload(&self) -> String {
+        serde_json::to_string(self).expect("a task always serialises")
+    }
+}
+
+/// A task never holds more items than this, whatever is configured (memory stays bounded).
+pub const MAX_TASK_ITEMS: usize = 2048;
+
+impl StreamMessage for TaskMessage {
+    const KIND: &'static str = "task";
+
+    fn encode(&self) -> Vec<(&'static str, String)> {
+        vec![("v", SCHEMA_VERSION.into()), ("task", self.payload())]
+    }
+
+    fn decode(fields: &EntryFields) -> Result<Self, Malformed> {
+        let raw = text_field(fields, "task")?;
+        let task: TaskMessage =
+            serde_json::from_str(raw).map_err(|e| Malformed(format!("task payload: {e}")))?;
+        if task.items.is_empty() {
+            return Err(Malformed("task has no items".into()));
+        }
+        if task.items.len() > MAX_TASK_ITEMS {
+            return Err(Malformed(format!(
+                "task has {} items; the limit is {MAX_TASK_ITEMS}",
+                task.items.len()
+            )));
+        }
+        Ok(task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(payload: &str) -> Result<TaskMessage, Malformed> {
+        let f: EntryFields = [("v", "1"), ("task", payload)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        TaskMessage::decode(&f)
+    }
+
+    #[test]
+    fn round_trip() {
+        let t = TaskMessage {
+            job_id: JobId::new(),
+            items: vec![TaskItem {
+                id: ItemId::parse("a").unwrap(),
+                attempt: 2,
+            }],
+        };
+        let payload = t.encode().remove(1).1;
+        assert_eq!(decode(&payload).unwrap(), t);
+    }
+
+    #[test]
+    fn rejects_bad_payloads() {
+        assert!(decode("not json").is_err());
+        assert!(decode(r#"{"job_id":"00000000-0000-7000-8000-000000000000","items":[]}"#).is_err());
+        assert!(decode(r#"{"job_id":"x","items":[{"id":"a","attempt":0}]}"#).is_err());
+        assert!(
+            decode(r#"{"job_id":"00000000-0000-7000-8000-000000000000","items":[{"id":"a b","attempt":0}]}"#)
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! A message handed from an intake to the actor that processes it, holding one credit of the
+//! intake until it is dropped, and the means to acknowledge it once its work is committed.
+
+use super::QueueError;
+use crate::messages::EntryFields;
+use redis::aio::ConnectionManager;
+use std::sync::LazyLock;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// One stream entry in flight. Dropping it returns the intake's credit; acknowledging it
+/// removes the entry from the stream.
+#[derive(Debug)]
+pub struct Delivery<M> {
+    pub entry_id: String,
+    pub message: M,
+    pub acker: StreamAcker,
+    pub(crate) _credit: Option<OwnedSemaphorePermit>,
+}
+
+impl<M> Delivery<M> {
+    /// XACK and XDEL, atomically: the entry leaves the pending list and the stream.
+    pub async fn ack(&self) -> Result<(), QueueError> {
+        self.acker.ack(std::slice::from_ref(&self.entry_id)).await
+    }
+}
+
+/// Acknowledges, keeps alive and dead-letters entries of one stream and group.
+#[derive(Clone)]
+pub struct StreamAcker {
+    conn: ConnectionManager,
+    stream: String,
+    group: String,
+    consumer: String,
+    dead_letters: String,
+}
+
+impl std::fmt::Debug for StreamAcker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamAcker")
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+/// Renews this consumer's claim on entries it still owns (resetting their idle time) and
+/// returns the ids it no longer owns, atomically per entry.
+static KEEP_ALIVE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local lost = {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"#,
+    )
+});
+
+/// Dead letters kept, approximately.
+const DEAD_LETTER_MAXLEN: usize = 100_000;
+
+impl StreamAcker {
+    pub fn new(
+        conn: ConnectionManager,
+        stream: String,
+        group: String,
+        consumer: String,
+        dead_letters: String,
+    ) -> Self {
+        Self {
+            conn,
+            stream,
+            group,
+            consumer,
+            dead_letters,
+        }
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    pub async fn ack(&self, ids: &[String]) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(ids)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps the claim on `ids` alive; returns those another consumer has taken over.
+    pub async fn keep_alive(&self, ids: &[String]) -> Result<Vec<String>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut call = KEEP_ALIVE.key(&self.stream);
+        call.arg(&self.group).arg(&self.consumer);
+        for id in ids {
+            call.arg(id);
+        }
+        Ok(call.invoke_async(&mut conn).await?)
+    }
+
+    /// Moves an entry to the dead-letter stream with its reason and acknowledges it, in one
+    /// transaction.
+    pub async fn dead_letter(
+        &self,
+        entry_id: &str,
+        fields: &EntryFields,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let payload: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
+            .collect();
+        let payload = serde_json::Value::Object(payload).to_string();
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("XADD")
+            .arg(&self.dead_letters)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTER_MAXLEN)
+            .arg("*")
+            .arg("stream")
+            .arg(&self.stream)
+            .arg("entry_id")
+            .arg(entry_id)
+            .arg("reason")
+            .arg(reason)
+            .arg("payload")
+            .arg(payload)
+            .arg("at_ms")
+            .arg(crate::domain::now_millis())
+            .ignore()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(entry_id)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.stream)
+            .arg(entry_id)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,175 @@
+//! The planner's queries: keyset pages of a job's scope, and the job's planning progress.
+//!
+//! Every page query is `... WHERE <scope> AND id > cursor ORDER BY id LIMIT n`, served by the
+//! primary key or a matching index, so a page costs the same at item 10 and at item 10 million.
+
+use super::placeholders;
+use super::{Store, StoreError};
+use crate::domain::{ItemId, JobId, JobScope, now_millis};
+use sqlx::Row;
+
+/// An item to put in a task, with the attempts it has used so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedItem {
+    pub id: ItemId,
+    pub attempts: i64,
+}
+
+/// A page of the scope and the cursor after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopePage {
+    pub items: Vec<PlannedItem>,
+    /// Where the next page starts; `None` when the scope is exhausted.
+    pub next_cursor: Option<String>,
+}
+
+impl Store {
+    /// The next page of `scope` after `cursor` (exclusive).
+    pub async fn scope_page(
+        &self,
+        scope: &JobScope,
+        model: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ScopePage, StoreError> {
+        let after = cursor.unwrap_or("").to_owned();
+        let lim = limit as i64;
+        let rows = match scope {
+            JobScope::Context { context_id } => {
+                sqlx::query(
+                    "SELECT id, attempts FROM items WHERE context_id = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                )
+                .bind(context_id.as_str().to_owned())
+                .bind(after)
+                .bind(lim)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            JobScope::All => {
+                sqlx::query("SELECT id, attempts FROM items WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(after)
+                    .bind(lim)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            JobScope::Failed => {
+                sqlx::query(
+                    "SELECT id, attempts FROM items WHERE status = 'FAILED' AND id > $1 \
+                     ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(lim)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            JobScope::StaleModel => {
+                sqlx::query(
+                    "SELECT id, attempts FROM items \
+                     WHERE (embedded_model IS NULL OR embedded_model <> $1) AND id > $2 \
+                     ORDER BY id LIMIT $3",
+                )
+                .bind(model.to_owned())
+                .bind(after)
+                .bind(lim)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            JobScope::Items { item_ids } => {
+                // The list is sorted and bounded when the job is created; page through it.
+                let start = item_ids.partition_point(|id| id.as_str() <= after.as_str());
+                let window = &item_ids[start..(start + limit).min(item_ids.len())];
+                let Some(last) = window.last() else {
+                    return Ok(ScopePage {
+                        items: Vec::new(),
+                        next_cursor: None,
+                    });
+                };
+                let sql = format!(
+                    "SELECT id, attempts FROM items WHERE id IN ({}) ORDER BY id",
+                    placeholders::list(1, window.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for id in window {
+                    q = q.bind(id.as_str().to_owned());
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                let items = rows_to_items(&rows)?;
+                return Ok(ScopePage {
+                    items,
+                    next_cursor: Some(last.as_str().to_owned()),
+                });
+            }
+        };
+        let items = rows_to_items(&rows)?;
+        let next_cursor = items.last().map(|i| i.id.as_str().to_owned());
+        Ok(ScopePage { items, next_cursor })
+    }
+
+    /// QUEUED becomes RUNNING when planning starts; any other state is left alone.
+    pub async fn mark_job_running(&self, id: JobId) -> Result<(), StoreError> {
+        let now = now_millis();
+        sqlx::query(
+            "UPDATE jobs SET state = 'RUNNING', started_at = $2, updated_at = $2 \
+             WHERE id = $1 AND state = 'QUEUED'",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Mirrors the planning progress (cursor and items planned so far). Absolute values, so
+    /// writing the same progress twice is harmless.
+    pub async fn record_planning(
+        &self,
+        id: JobId,
+        cursor: &str,
+        planned: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET planning_cursor = $2, total = $3, updated_at = $4 \
+             WHERE id = $1 AND planned_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(cursor.to_owned())
+        .bind(planned)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Fixes the job's total. A job whose items are all accounted for (or that has none)
+    /// completes here; otherwise the status writer completes it.
+    pub async fn finish_planning(&self, id: JobId, planned: i64) -> Result<(), StoreError> {
+        let now = now_millis();
+        sqlx::query(
+            "UPDATE jobs SET total = $2, planned_at = $3, updated_at = $3, \
+             state = CASE WHEN completed + failed + skipped >= $2 AND state = 'RUNNING' \
+                          THEN 'COMPLETED' ELSE state END, \
+             finished_at = CASE WHEN completed + failed + skipped >= $2 AND state = 'RUNNING' \
+                          THEN $3 ELSE finished_at END \
+             WHERE id = $1 AND planned_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(planned)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+fn rows_to_items(rows: &[sqlx::any::AnyRow]) -> Result<Vec<PlannedItem>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            Ok(PlannedItem {
+                id: ItemId::parse(id).map_err(|e| StoreError::Corrupt(e.0))?,
+                attempts: r.try_get("attempts")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,102 @@
+//! Rows as the store returns them, already parsed into domain types.
+
+use super::StoreError;
+use crate::domain::{ItemStatus, JobId, JobScope, JobState};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+/// One item, as `GET /v1/items/{id}` shows it (without its content).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ItemRecord {
+    pub id: String,
+    pub context_id: String,
+    pub status: ItemStatus,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub content_hash: String,
+    pub embedded_model: Option<String>,
+    pub embedded_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub(super) const ITEM_COLUMNS: &str = "id, context_id, status, attempts, last_error, content_hash, \
+     embedded_model, embedded_hash, created_at, updated_at";
+
+impl ItemRecord {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let status: String = row.try_get("status")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            context_id: row.try_get("context_id")?,
+            status: ItemStatus::parse(&status).map_err(|e| StoreError::Corrupt(e.0))?,
+            attempts: row.try_get("attempts")?,
+            last_error: row.try_get("last_error")?,
+            content_hash: row.try_get("content_hash")?,
+            embedded_model: row.try_get("embedded_model")?,
+            embedded_hash: row.try_get("embedded_hash")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }
+}
+
+/// One job with its counters.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub kind: String,
+    pub scope: JobScope,
+    pub model: String,
+    pub state: JobState,
+    pub total: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub planning_cursor: Option<String>,
+    pub planned_at: Option<i64>,
+    pub idempotency_key: Option<String>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, total, completed, failed, \
+     skipped, planning_cursor, planned_at, idempotency_key, error, created_at, updated_at, \
+     started_at, finished_at";
+
+impl JobRecord {
+    pub(super) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
+        let id: String = row.try_get("id")?;
+        let scope: String = row.try_get("scope")?;
+        let state: String = row.try_get("state")?;
+        Ok(Self {
+            id: JobId::parse(&id).map_err(|e| StoreError::Corrupt(e.0))?,
+            kind: row.try_get("kind")?,
+            scope: serde_json::from_str(&scope)
+                .map_err(|e| StoreError::Corrupt(format!("job {id} scope: {e}")))?,
+            model: row.try_get("model")?,
+            state: JobState::parse(&state).map_err(|e| StoreError::Corrupt(e.0))?,
+            total: row.try_get("total")?,
+            completed: row.try_get("completed")?,
+            failed: row.try_get("failed")?,
+            skipped: row.try_get("skipped")?,
+            planning_cursor: row.try_get("planning_cursor")?,
+            planned_at: row.try_get("planned_at")?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            error: row.try_get("error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+
+    /// Items with a final outcome.
+    pub fn done(&self) -> i64 {
+        self.completed + self.failed + self.skipped
+    }
+}

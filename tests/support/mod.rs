@@ -1,0 +1,313 @@
+//! Test support: the whole application on a random port with a fresh database (a new
+//! PostgreSQL database, or a temporary SQLite file) and its own Redis key prefix, so tests run
+//! in parallel against the machine's real Redis and PostgreSQL. Also: a throw-away
+//! `redis-server` the test can kill and restart, and the daemon as a child process the test
+//! can SIGKILL.
+
+#![allow(dead_code)]
+
+pub mod daemon;
+pub mod redis_server;
+
+use embedq::config::Settings;
+use embedq::queue::Keys;
+use embedq::shutdown::Shutdown;
+use embedq::startup::Application;
+use embedq::store::Store;
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// PostgreSQL server used by the tests; `EMBEDQ_TEST_PG` overrides it.
+pub fn postgres_server() -> String {
+    std::env::var("EMBEDQ_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Redis used by the tests; `EMBEDQ_TEST_REDIS` overrides it.
+pub fn redis_url() -> String {
+    std::env::var("EMBEDQ_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => {
+                use sqlx::Connection;
+                let name = format!("embedq_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = format!("{}/postgres", postgres_server());
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .expect("PostgreSQL must be running for the tests");
+                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE \"{name}\"").as_str())
+                    .await
+                    .expect("create test database");
+                Self {
+                    url: format!("{}/{name}", postgres_server()),
+                    _dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("embedq.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+}
+
+/// Settings for a test: defaults, a random port, the given database, a fresh Redis prefix and
+/// short timeouts.
+pub fn test_settings(database_url: &str) -> Settings {
+    let mut s = Settings::defaults();
+    s.server.listen = "127.0.0.1:0".parse().unwrap();
+    s.database.url = database_url.to_owned();
+    s.database.max_connections = 4;
+    s.redis.url = redis_url();
+    s.redis.prefix = format!("embedq-test-{}", uuid::Uuid::new_v4().simple());
+    s.queue.block_ms = 200;
+    s.queue.visibility_timeout_ms = 3_000;
+    s
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub settings: Settings,
+    pub shutdown: Shutdown,
+    pub handle: tokio::task::JoinHandle<Result<(), embedq::startup::StartupError>>,
+    pub db: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
+        tracing_subscriber_init();
+        let db = TestDatabase::create(backend).await;
+        let mut settings = test_settings(&db.url);
+        adjust(&mut settings);
+        Self::start(settings, db).await
+    }
+
+    pub async fn start(settings: Settings, db: TestDatabase) -> Self {
+        let app = Application::build(settings.clone())
+            .await
+            .expect("app starts");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown();
+        let handle = tokio::spawn(app.run_until_stopped());
+        let mut store_settings = settings.database.clone();
+        store_settings.max_connections = 2;
+        let store = Store::connect(&store_settings).await.expect("test store");
+        let redis = redis::aio::ConnectionManager::new_lazy_with_config(
+            redis::Client::open(settings.redis.url.as_str()).unwrap(),
+            redis::aio::ConnectionManagerConfig::new(),
+        )
+        .expect("test redis");
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            store,
+            redis,
+            keys: Keys::new(settings.redis.prefix.clone()),
+            settings,
+            shutdown,
+            handle,
+            db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Upserts `n` items `{prefix}-{i:06}` into `context`, in requests of 1,000.
+    pub async fn seed_items(&self, context: &str, prefix: &str, n: usize) {
+        let ids: Vec<usize> = (0..n).collect();
+        for chunk in ids.chunks(1000) {
+            let items: Vec<Value> = chunk
+                .iter()
+                .map(|i| json!({"id": format!("{prefix}-{i:06}"), "content": format!("passage {i} of {context}")}))
+                .collect();
+            let (status, body) = self
+                .post_json(
+                    &format!("/v1/contexts/{context}/items"),
+                    &json!({"items": items}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+
+    pub async fn create_job(&self, scope: Value) -> String {
+        let (status, body) = self.post_json("/v1/jobs", &json!({"scope": scope})).await;
+        assert_eq!(status, 202, "{body}");
+        body["job_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/jobs/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Waits until the job's planning is finished and returns the job.
+    pub async fn wait_planned(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if job["planned"].as_bool() == Some(true) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not planned within {within:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Every item id on the tasks stream, in stream order (duplicates kept).
+    pub async fn planned_item_ids(&self) -> Vec<String> {
+        tasks_on_stream(&mut self.redis.clone(), &self.keys.tasks_stream()).await
+    }
+
+    pub async fn item_count(&self) -> i64 {
+        use sqlx::Row;
+        sqlx::query("SELECT COUNT(*) AS n FROM items")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    pub async fn job_count(&self) -> i64 {
+        use sqlx::Row;
+        sqlx::query("SELECT COUNT(*) AS n FROM jobs")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
+    }
+}
+
+/// Item ids of every task message on a stream.
+pub async fn tasks_on_stream(conn: &mut ConnectionManager, stream: &str) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for entry in reply.ids {
+        let Some(redis::Value::BulkString(raw)) = entry.map.get("task") else {
+            panic!("task entry without payload: {entry:?}");
+        };
+        let task: Value = serde_json::from_slice(raw).unwrap();
+        for item in task["items"].as_array().unwrap() {
+            ids.push(item["id"].as_str().unwrap().to_owned());
+        }
+    }
+    ids
+}
+
+/// Polls `check` every 25 ms until it holds or `within` passes.
+pub async fn wait_until<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn tracing_subscriber_init() {
+    if std::env::var("EMBEDQ_TEST_LOG").is_ok() {
+        embedq::telemetry::init(false);
+    }
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs one scenario on PostgreSQL and on SQLite, as two tests.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario($crate::support::Backend::Postgres).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario($crate::support::Backend::Sqlite).await
+                }
+            }
+        )+
+    };
+}
