@@ -234,7 +234,55 @@ impl TestApp {
     pub async fn stop(self) {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
+        delete_prefix(&self.settings.redis.url, self.keys.prefix()).await;
     }
+}
+
+/// Removes every key under a test's prefix, so runs leave the shared Redis as they found it.
+pub async fn delete_prefix(url: &str, prefix: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
+    }
+}
+
+/// Inserts `n` items `it-0000001…` into `context` with one SQL statement, for tests and
+/// benches that need many items fast. The content hash is a stand-in; planning ignores it.
+pub async fn bulk_seed(store: &embedq::store::Store, context: &str, n: i64) {
+    use embedq::store::Backend as Db;
+    sqlx::query("INSERT INTO contexts (id, created_at, updated_at) VALUES ($1, 0, 0) ON CONFLICT (id) DO NOTHING")
+        .bind(context.to_owned())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let sql = match store.backend() {
+        Db::Postgres => {
+            "INSERT INTO items (id, context_id, content, content_hash, status, attempts, created_at, updated_at) \
+             SELECT 'it-' || lpad(g::text, 7, '0'), $1, 'passage ' || g, md5(g::text), 'PENDING', 0, 0, 0 \
+             FROM generate_series(1, $2) AS g"
+        }
+        Db::Sqlite => {
+            "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < $2) \
+             INSERT INTO items (id, context_id, content, content_hash, status, attempts, created_at, updated_at) \
+             SELECT printf('it-%07d', g), $1, 'passage ' || g, hex(g), 'PENDING', 0, 0, 0 FROM s"
+        }
+    };
+    sqlx::query(sql)
+        .bind(context.to_owned())
+        .bind(n)
+        .execute(store.pool())
+        .await
+        .unwrap();
 }
 
 /// Item ids of every task message on a stream.
