@@ -64,6 +64,10 @@ pub struct Settings {
     pub planner: PlannerSettings,
     pub limits: LimitSettings,
     pub embedding: EmbeddingSettings,
+    pub rate_limit: RateLimitSettings,
+    pub retry: RetrySettings,
+    pub pipeline: PipelineSettings,
+    pub vectors: VectorSettings,
     pub supervision: SupervisionSettings,
     #[serde(skip)]
     pub secrets: Secrets,
@@ -73,6 +77,7 @@ pub struct Settings {
 pub struct Secrets {
     pub admin_token: Option<Secret>,
     pub provider_api_key: Option<Secret>,
+    pub qdrant_api_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +135,54 @@ pub struct LimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
     pub model: String,
+    pub dimension: usize,
+    pub provider: String,
+    pub base_url: String,
+    pub timeout_ms: u64,
+    pub tokenizer: String,
+    pub max_inputs_per_request: usize,
+    pub max_tokens_per_input: usize,
+    pub max_tokens_per_request: usize,
+    pub truncate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub requests_per_minute: u64,
+    pub tokens_per_minute: u64,
+    pub burst_seconds: f64,
+    pub min_concurrency: usize,
+    pub max_concurrency: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_retries: u32,
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    pub embed: bool,
+    pub workers: usize,
+    pub status_flush_ms: u64,
+    pub status_max_batch: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectorSettings {
+    /// "edge" (embedded qdrant-edge, files under `path`) or "qdrant" (a server at `url`).
+    pub backend: String,
+    pub path: String,
+    pub url: String,
+    pub collection: String,
+    /// Time-out of one call to a Qdrant server, in milliseconds.
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -170,6 +223,7 @@ impl Settings {
         settings.secrets = Secrets {
             admin_token: secret_from_env("EMBEDQ_ADMIN_TOKEN"),
             provider_api_key: secret_from_env("EMBEDQ_PROVIDER_API_KEY"),
+            qdrant_api_key: secret_from_env("EMBEDQ_QDRANT_API_KEY"),
         };
         settings.validate()?;
         Ok(settings)
@@ -268,6 +322,87 @@ impl Settings {
         }
         if self.embedding.model.trim().is_empty() {
             return invalid("embedding.model", "must not be empty");
+        }
+        let e = &self.embedding;
+        if e.dimension == 0 || e.dimension > 65_536 {
+            return invalid("embedding.dimension", "must be between 1 and 65536");
+        }
+        if e.provider != "openai" {
+            return invalid("embedding.provider", "must be \"openai\"");
+        }
+        if !(e.base_url.starts_with("http://") || e.base_url.starts_with("https://")) {
+            return invalid("embedding.base_url", "must start with http:// or https://");
+        }
+        if !matches!(e.tokenizer.as_str(), "cl100k_base" | "o200k_base") {
+            return invalid(
+                "embedding.tokenizer",
+                "must be \"cl100k_base\" or \"o200k_base\"",
+            );
+        }
+        if e.timeout_ms == 0 {
+            return invalid("embedding.timeout_ms", "must be at least 1");
+        }
+        if e.max_inputs_per_request == 0 {
+            return invalid("embedding.max_inputs_per_request", "must be at least 1");
+        }
+        if e.max_tokens_per_input == 0 || e.max_tokens_per_input > e.max_tokens_per_request {
+            return invalid(
+                "embedding.max_tokens_per_input",
+                "must be at least 1 and at most embedding.max_tokens_per_request",
+            );
+        }
+        let r = &self.rate_limit;
+        if r.requests_per_minute == 0 || r.tokens_per_minute == 0 {
+            return invalid(
+                "rate_limit",
+                "requests_per_minute and tokens_per_minute must be at least 1",
+            );
+        }
+        if !(r.burst_seconds > 0.0 && r.burst_seconds <= 60.0) {
+            return invalid(
+                "rate_limit.burst_seconds",
+                "must be more than 0 and at most 60",
+            );
+        }
+        if r.min_concurrency == 0 || r.min_concurrency > r.max_concurrency {
+            return invalid(
+                "rate_limit.min_concurrency",
+                "must be at least 1 and at most rate_limit.max_concurrency",
+            );
+        }
+        if self.retry.base_backoff_ms == 0 || self.retry.base_backoff_ms > self.retry.max_backoff_ms
+        {
+            return invalid(
+                "retry.base_backoff_ms",
+                "must be at least 1 and at most retry.max_backoff_ms",
+            );
+        }
+        if self.pipeline.workers == 0 || self.pipeline.workers > 256 {
+            return invalid("pipeline.workers", "must be between 1 and 256");
+        }
+        if self.pipeline.status_max_batch == 0 {
+            return invalid("pipeline.status_max_batch", "must be at least 1");
+        }
+        if !matches!(self.vectors.backend.as_str(), "edge" | "qdrant") {
+            return invalid("vectors.backend", "must be \"edge\" or \"qdrant\"");
+        }
+        if self.vectors.collection.is_empty()
+            || !self
+                .vectors
+                .collection
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return invalid(
+                "vectors.collection",
+                "must be non-empty ASCII letters, digits, - or _",
+            );
+        }
+        if self.vectors.backend == "qdrant"
+            && !(self.vectors.url.starts_with("http://")
+                || self.vectors.url.starts_with("https://"))
+        {
+            return invalid("vectors.url", "must start with http:// or https://");
         }
         if self.supervision.max_restarts == 0 {
             return invalid("supervision.max_restarts", "must be at least 1");

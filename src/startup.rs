@@ -3,18 +3,25 @@
 //!
 //! The tests use [`Application::build`] exactly as `embedq serve` does, on a random port.
 
+use crate::actors::embedding_pool::PoolArgs;
+use crate::actors::embedding_worker::{WorkerArgs, WorkerContext};
+use crate::actors::rate_limiter::{RateLimiterArgs, RateLimiterStatus};
+use crate::actors::status_writer::StatusWriterArgs;
+use crate::actors::supervisor::{ChildRole, actor_name};
 use crate::actors::{
     IntakeArgs, IntakeHealth, PipelineContext, PlannerArgs, SupervisionReport, Supervisor,
     SupervisorArgs, SupervisorMsg,
 };
 use crate::config::Settings;
 use crate::http::{AppState, router};
+use crate::providers::{Embedder, OpenAiEmbedder, ProviderError};
 use crate::queue::{
-    ConsumerLease, Keys, PLANNER_GROUP, PlanScripts, QueueError, RedisConnections, StreamAcker,
-    consumer_identity,
+    BudgetLimits, ConsumerLease, Keys, PIPELINE_GROUP, PLANNER_GROUP, PlanScripts, QueueError,
+    RateBudget, RedisConnections, RetrySet, StreamAcker, consumer_identity,
 };
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError};
+use crate::vectors::{VectorError, VectorStore};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +34,10 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Vectors(#[from] VectorError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -72,10 +83,87 @@ impl Application {
             spawn_lease_renewal(lease, shutdown.clone());
         }
 
+        let embedder: Arc<dyn Embedder> = Arc::new(OpenAiEmbedder::new(
+            &settings.embedding,
+            settings.secrets.provider_api_key.clone(),
+        )?);
+        let vectors =
+            crate::vectors::open(&settings.vectors, settings.secrets.qdrant_api_key.as_ref())
+                .await?;
+        vectors.ensure_collection(embedder.dimension()).await?;
+
         let block = Duration::from_millis(settings.queue.block_ms);
         let job_intake_health = Arc::new(IntakeHealth::default());
+        let task_intake_health = Arc::new(IntakeHealth::default());
+        let rate_status = Arc::new(std::sync::Mutex::new(RateLimiterStatus::default()));
+        let retries = RetrySet::new(shared.clone(), &keys);
+        let name = |role: ChildRole| actor_name(&consumer, role);
+        let workers = settings.pipeline.workers;
         let pipeline = PipelineContext {
             instance: consumer.clone(),
+            task_intake: IntakeArgs {
+                conn: connections.blocking(block)?,
+                acker: StreamAcker::new(
+                    shared.clone(),
+                    keys.tasks_stream(),
+                    PIPELINE_GROUP.into(),
+                    consumer.clone(),
+                    keys.dead_letters(),
+                ),
+                stream: keys.tasks_stream(),
+                group: PIPELINE_GROUP.into(),
+                consumer: consumer.clone(),
+                block,
+                visibility_timeout: settings.visibility_timeout(),
+                credits: Arc::new(Semaphore::new(settings.queue.task_credits)),
+                max_batch: settings.queue.task_credits,
+                downstream: name(ChildRole::Pool),
+                health: task_intake_health.clone(),
+            },
+            pool: PoolArgs {
+                workers: (0..workers).map(|i| name(ChildRole::Worker(i))).collect(),
+                status_writer: name(ChildRole::StatusWriter),
+                supervisor: format!("{consumer}/supervisor"),
+            },
+            worker: WorkerArgs {
+                index: 0,
+                ctx: WorkerContext {
+                    store: store.clone(),
+                    embedder: embedder.clone(),
+                    retry: settings.retry.clone(),
+                    rate_limiter: name(ChildRole::RateLimiter),
+                    vector_writer: name(ChildRole::VectorWriter),
+                    pool: name(ChildRole::Pool),
+                    model: settings.embedding.model.clone(),
+                    truncate: settings.embedding.truncate,
+                    halted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+                },
+            },
+            workers,
+            embed: settings.pipeline.embed,
+            rate_limiter: RateLimiterArgs {
+                budget: RateBudget::new(
+                    shared.clone(),
+                    &keys,
+                    BudgetLimits {
+                        requests_per_minute: settings.rate_limit.requests_per_minute,
+                        tokens_per_minute: settings.rate_limit.tokens_per_minute,
+                        burst_seconds: settings.rate_limit.burst_seconds,
+                    },
+                ),
+                min_concurrency: settings.rate_limit.min_concurrency,
+                max_concurrency: settings.rate_limit.max_concurrency,
+                status: rate_status.clone(),
+            },
+            status_writer: StatusWriterArgs {
+                store: store.clone(),
+                retries: retries.clone(),
+                model: settings.embedding.model.clone(),
+                max_batch: settings.pipeline.status_max_batch,
+                flush_every: Duration::from_millis(settings.pipeline.status_flush_ms),
+            },
+            retries,
+            vectors: vectors.clone(),
             job_intake: IntakeArgs {
                 conn: connections.blocking(block)?,
                 acker: StreamAcker::new(
@@ -92,7 +180,7 @@ impl Application {
                 visibility_timeout: settings.visibility_timeout(),
                 credits: Arc::new(Semaphore::new(settings.queue.job_credits)),
                 max_batch: settings.queue.job_credits,
-                downstream: format!("{consumer}/planner"),
+                downstream: name(ChildRole::Planner),
                 health: job_intake_health.clone(),
             },
             planner: PlannerArgs {
@@ -102,7 +190,6 @@ impl Application {
                 model: settings.embedding.model.clone(),
                 visibility_timeout: settings.visibility_timeout(),
             },
-            job_intake_health: job_intake_health.clone(),
         };
         let report = Arc::new(SupervisionReport::default());
         let (supervisor, supervisor_done) = Actor::spawn(
@@ -130,7 +217,13 @@ impl Application {
             keys,
             settings,
             job_intake: job_intake_health,
+            task_intake: task_intake_health,
             supervision: report,
+            supervisor: supervisor.clone(),
+            embedder,
+            vectors,
+            rate_limiter: rate_status,
+            rate_limiter_name: name(ChildRole::RateLimiter),
         };
         Ok(Self {
             listener,
@@ -147,6 +240,11 @@ impl Application {
             .local_addr()
             .map(|a| a.port())
             .unwrap_or_default()
+    }
+
+    /// The vector store the pipeline writes to (tests inspect it through this).
+    pub fn vector_store(&self) -> Arc<dyn VectorStore> {
+        self.state.vectors.clone()
     }
 
     pub fn consumer_name(&self) -> &str {

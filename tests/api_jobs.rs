@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::{Backend, TestApp, wait_until};
 
 async fn create_job_answers_202_and_plans_it(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, |s| s.pipeline.embed = false).await;
     app.seed_items("ctx", "it", 10).await;
     let (status, body) = app
         .post_json(
@@ -31,7 +31,7 @@ async fn create_job_answers_202_and_plans_it(backend: Backend) {
 }
 
 async fn idempotency_key_returns_the_same_job(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, |s| s.pipeline.embed = false).await;
     app.seed_items("ctx", "it", 3).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
@@ -180,7 +180,19 @@ async fn readiness_reports_each_backend(backend: Backend) {
         .iter()
         .map(|a| a["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["job_intake", "planner"]);
+    for role in [
+        "job_intake",
+        "planner",
+        "task_intake",
+        "embedding_pool",
+        "worker-0",
+        "rate_limiter",
+        "vector_writer",
+        "status_writer",
+        "retry_scheduler",
+    ] {
+        assert!(roles.contains(&role), "{role} missing from {roles:?}");
+    }
     let (status, health) = app.get("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     app.stop().await;

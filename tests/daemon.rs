@@ -13,9 +13,14 @@ use support::{Backend, TestDatabase, redis_url, tasks_on_stream};
 
 const ITEMS: i64 = 200_000;
 
-fn daemon_env(db: &str, prefix: &str) -> Vec<(String, String)> {
+fn daemon_env(db: &str, prefix: &str, vectors: &std::path::Path) -> Vec<(String, String)> {
+    let vectors = vectors.display().to_string();
+    let provider = format!("http://127.0.0.1:{}/v1", support::free_port());
     [
         ("EMBEDQ__DATABASE__URL", db),
+        ("EMBEDQ__VECTORS__PATH", vectors.as_str()),
+        ("EMBEDQ__EMBEDDING__DIMENSION", "8"),
+        ("EMBEDQ__EMBEDDING__BASE_URL", provider.as_str()),
         ("EMBEDQ__REDIS__URL", &redis_url()),
         ("EMBEDQ__REDIS__PREFIX", prefix),
         ("EMBEDQ__QUEUE__VISIBILITY_TIMEOUT_MS", "2000"),
@@ -23,6 +28,8 @@ fn daemon_env(db: &str, prefix: &str) -> Vec<(String, String)> {
         ("EMBEDQ__PLANNER__PAGE_SIZE", "500"),
         ("EMBEDQ__PLANNER__TASK_SIZE", "50"),
         ("EMBEDQ__PLANNER__MAX_QUEUED_TASKS", "1000000"),
+        // Plan only, so the tasks stay on the stream to be counted.
+        ("EMBEDQ__PIPELINE__EMBED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -44,7 +51,8 @@ async fn sigkill_mid_planning_plans_each_item_exactly_once(backend: Backend) {
     store.migrate().await.unwrap();
     support::bulk_seed(&store, "ctx", ITEMS).await;
 
-    let mut daemon = Daemon::start(daemon_env(&db.url, &prefix));
+    let vectors = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(daemon_env(&db.url, &prefix, vectors.path()));
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", daemon.port);
     let r = http
@@ -127,7 +135,8 @@ async fn sigkill_mid_planning_plans_each_item_exactly_once(backend: Backend) {
 async fn sigterm_stops_cleanly(backend: Backend) {
     let db = TestDatabase::create(backend).await;
     let prefix = format!("embedq-test-{}", uuid::Uuid::new_v4().simple());
-    let mut daemon = Daemon::start(daemon_env(&db.url, &prefix));
+    let vectors = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(daemon_env(&db.url, &prefix, vectors.path()));
     let started = Instant::now();
     let status = daemon.terminate();
     assert!(status.success(), "exit status {status}");
@@ -199,7 +208,8 @@ async fn a_consumer_name_in_use_is_refused() {
     })
     .await;
     let db = TestDatabase::create(Backend::Sqlite).await;
-    let mut settings = support::test_settings(&db.url);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = support::test_settings(&db.url, dir.path());
     settings.redis.prefix = first.settings.redis.prefix.clone();
     settings.queue.consumer_name = "replica-a".into();
     let refused = embedq::startup::Application::build(settings).await;

@@ -1,6 +1,9 @@
 //! The planner: each scope expands to tasks of bounded size holding each item exactly once,
 //! with its attempt count; planning waits while the tasks stream is full; a malformed job
 //! entry is dead-lettered and does not stop the next job.
+//!
+//! These apps plan only (`pipeline.embed = false`), so the tasks stay on the stream to be
+//! inspected.
 
 mod support;
 
@@ -18,6 +21,7 @@ fn assert_exactly_once(ids: &[String], expected: &HashSet<String>) {
 
 async fn context_scope_plans_every_item_once_in_bounded_tasks(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| {
+        s.pipeline.embed = false;
         s.planner.page_size = 100;
         s.planner.task_size = 16;
     })
@@ -82,7 +86,11 @@ async fn context_scope_plans_every_item_once_in_bounded_tasks(backend: Backend) 
 }
 
 async fn every_scope_selects_its_items(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |s| s.planner.page_size = 7).await;
+    let app = TestApp::spawn_with(backend, |s| {
+        s.pipeline.embed = false;
+        s.planner.page_size = 7;
+    })
+    .await;
     app.seed_items("a", "a", 30).await;
     app.seed_items("b", "b", 12).await;
     sqlx::query("UPDATE items SET status = 'FAILED' WHERE id IN ('a-000003', 'b-000011')")
@@ -140,7 +148,7 @@ async fn every_scope_selects_its_items(backend: Backend) {
 }
 
 async fn empty_scope_completes_at_once(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, |s| s.pipeline.embed = false).await;
     app.seed_items("ctx", "it", 3).await;
     let job = app.create_job(json!({"type": "failed"})).await;
     let planned = app.wait_planned(&job, Duration::from_secs(10)).await;
@@ -151,6 +159,7 @@ async fn empty_scope_completes_at_once(backend: Backend) {
 
 async fn planning_waits_while_the_tasks_stream_is_full(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| {
+        s.pipeline.embed = false;
         s.planner.page_size = 10;
         s.planner.task_size = 10;
         s.planner.max_queued_tasks = 3;
@@ -200,7 +209,7 @@ async fn planning_waits_while_the_tasks_stream_is_full(backend: Backend) {
 }
 
 async fn malformed_job_entries_are_dead_lettered(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_with(backend, |s| s.pipeline.embed = false).await;
     app.seed_items("ctx", "it", 5).await;
     let mut conn = app.redis.clone();
     let jobs = app.keys.jobs_stream();

@@ -14,6 +14,7 @@ async fn intake_resumes_after_a_redis_restart(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| {
         s.redis.url = url.clone();
         s.queue.block_ms = 1_000;
+        s.pipeline.embed = false;
     })
     .await;
     app.seed_items("ctx", "it", 50).await;

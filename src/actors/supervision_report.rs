@@ -1,5 +1,5 @@
 //! What the supervisor knows about its children, shared with the HTTP surface: each actor's
-//! state and restart count, and whether supervision gave up (escalated).
+//! state and restart count, whether intake is paused and why, and whether supervision gave up.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -15,33 +15,35 @@ pub struct ActorReport {
 
 #[derive(Debug, Default)]
 pub struct SupervisionReport {
-    actors: Mutex<BTreeMap<&'static str, ActorReport>>,
+    actors: Mutex<BTreeMap<String, ActorReport>>,
     escalated: Mutex<Option<String>>,
+    paused: Mutex<Option<String>>,
 }
 
 impl SupervisionReport {
-    pub fn running(&self, role: &'static str, name: &str) {
+    pub fn running(&self, role: &str, name: &str) {
         let mut actors = self.actors.lock().expect("report lock");
-        let entry = actors.entry(role).or_insert_with(|| ActorReport {
-            name: name.to_owned(),
-            state: "running",
-            restarts: 0,
-            last_failure: None,
-        });
+        let entry = actors
+            .entry(role.to_owned())
+            .or_insert_with(|| ActorReport {
+                name: name.to_owned(),
+                state: "running",
+                restarts: 0,
+                last_failure: None,
+            });
         entry.name = name.to_owned();
         entry.state = "running";
     }
 
-    pub fn failed(&self, role: &'static str, reason: String) {
-        let mut actors = self.actors.lock().expect("report lock");
-        if let Some(entry) = actors.get_mut(role) {
+    pub fn failed(&self, role: &str, reason: String) {
+        if let Some(entry) = self.actors.lock().expect("report lock").get_mut(role) {
             entry.state = "restarting";
             entry.restarts += 1;
             entry.last_failure = Some(reason);
         }
     }
 
-    pub fn stopped(&self, role: &'static str) {
+    pub fn stopped(&self, role: &str) {
         if let Some(entry) = self.actors.lock().expect("report lock").get_mut(role) {
             entry.state = "stopped";
         }
@@ -56,12 +58,21 @@ impl SupervisionReport {
         self.escalated.lock().expect("report lock").clone()
     }
 
-    pub fn actors(&self) -> Vec<(&'static str, ActorReport)> {
+    /// Records that intake is paused, and why (an operator, or a fatal provider error).
+    pub fn set_paused(&self, reason: Option<String>) {
+        *self.paused.lock().expect("report lock") = reason;
+    }
+
+    pub fn paused(&self) -> Option<String> {
+        self.paused.lock().expect("report lock").clone()
+    }
+
+    pub fn actors(&self) -> Vec<(String, ActorReport)> {
         self.actors
             .lock()
             .expect("report lock")
             .iter()
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 

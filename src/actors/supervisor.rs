@@ -1,15 +1,25 @@
 //! Supervisor: owns the pipeline's actors and decides, in this one place, what happens when
 //! one fails. A failed child is restarted alone, after a backoff that doubles with each recent
-//! restart; a downstream that restarted gets its upstream's pending entries again; more than
-//! `max_restarts` within `restart_window` escalates: the daemon stops with an error so its
-//! orchestrator can restart it, instead of looping.
+//! restart, and whoever depended on its in-flight work is told: a restarted planner gets the
+//! job intake's pending entries again; a restarted pool or status writer gets the tasks
+//! intake's; a restarted worker's task goes back to the pool with its attempts raised. More
+//! than `max_restarts` within `restart_window` escalates: the daemon stops with an error so its
+//! orchestrator restarts it, instead of looping.
 
-use super::intake::{Intake, IntakeArgs, IntakeHealth, IntakeMsg};
+use super::embedding_pool::{EmbeddingPool, PoolArgs, PoolMsg};
+use super::embedding_worker::{EmbeddingWorker, WorkerArgs};
+use super::intake::{Intake, IntakeArgs, IntakeMsg};
 use super::planner::{Planner, PlannerArgs, PlannerMsg};
+use super::rate_limiter::{RateLimiter, RateLimiterArgs};
+use super::retry_scheduler::RetryScheduler;
+use super::status_writer::{StatusWriter, StatusWriterArgs};
 use super::supervision_report::SupervisionReport;
+use super::vector_writer::VectorWriter;
 use crate::config::SupervisionSettings;
-use crate::messages::JobMessage;
+use crate::messages::{JobMessage, TaskMessage};
+use crate::queue::RetrySet;
 use crate::shutdown::Shutdown;
+use crate::vectors::VectorStore;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,20 +28,31 @@ use std::time::{Duration, Instant};
 /// The children, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChildRole {
-    JobIntake,
+    VectorWriter,
+    RateLimiter,
+    StatusWriter,
+    Worker(usize),
+    Pool,
+    RetryScheduler,
     Planner,
+    TaskIntake,
+    JobIntake,
 }
 
 impl ChildRole {
-    pub fn as_str(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Self::JobIntake => "job_intake",
-            Self::Planner => "planner",
+            Self::VectorWriter => "vector_writer".into(),
+            Self::RateLimiter => "rate_limiter".into(),
+            Self::StatusWriter => "status_writer".into(),
+            Self::Worker(i) => format!("worker-{i}"),
+            Self::Pool => "embedding_pool".into(),
+            Self::RetryScheduler => "retry_scheduler".into(),
+            Self::Planner => "planner".into(),
+            Self::TaskIntake => "task_intake".into(),
+            Self::JobIntake => "job_intake".into(),
         }
     }
-
-    /// Start order: downstream before upstream.
-    const ALL: [ChildRole; 2] = [ChildRole::Planner, ChildRole::JobIntake];
 }
 
 /// What the children are built from.
@@ -40,14 +61,51 @@ pub struct PipelineContext {
     /// Makes actor names unique per daemon instance (tests run several in one process).
     pub instance: String,
     pub job_intake: IntakeArgs,
+    pub task_intake: IntakeArgs,
     pub planner: PlannerArgs,
-    pub job_intake_health: Arc<IntakeHealth>,
+    pub pool: PoolArgs,
+    pub worker: WorkerArgs,
+    pub workers: usize,
+    /// Whether this daemon runs the embedding side of the pipeline.
+    pub embed: bool,
+    pub rate_limiter: RateLimiterArgs,
+    pub status_writer: StatusWriterArgs,
+    pub retries: RetrySet,
+    pub vectors: Arc<dyn VectorStore>,
+}
+
+impl PipelineContext {
+    fn halted(&self) -> &std::sync::atomic::AtomicBool {
+        &self.worker.ctx.halted
+    }
 }
 
 impl PipelineContext {
     pub fn actor_name(&self, role: ChildRole) -> String {
-        format!("{}/{}", self.instance, role.as_str())
+        actor_name(&self.instance, role)
     }
+
+    /// Start order: downstream before upstream. Without `embed`, only what planning and
+    /// search need.
+    fn roles(&self) -> Vec<ChildRole> {
+        let mut roles = vec![ChildRole::VectorWriter, ChildRole::RateLimiter];
+        if self.embed {
+            roles.push(ChildRole::StatusWriter);
+            roles.extend((0..self.workers).map(ChildRole::Worker));
+            roles.extend([ChildRole::Pool, ChildRole::RetryScheduler]);
+        }
+        roles.push(ChildRole::Planner);
+        if self.embed {
+            roles.push(ChildRole::TaskIntake);
+        }
+        roles.push(ChildRole::JobIntake);
+        roles
+    }
+}
+
+/// The registered name of an actor of a daemon instance.
+pub fn actor_name(instance: &str, role: ChildRole) -> String {
+    format!("{instance}/{}", role.name())
 }
 
 pub struct SupervisorArgs {
@@ -59,8 +117,12 @@ pub struct SupervisorArgs {
 
 pub enum SupervisorMsg {
     Restart(ChildRole),
+    /// An operator paused intake.
     PauseIntake,
+    /// An operator resumed intake (also clears a fatal provider pause).
     ResumeIntake,
+    /// The provider is unusable (bad key, no quota): pause intake and say why.
+    ProviderFatal(String),
 }
 
 pub struct SupervisorState {
@@ -78,32 +140,79 @@ impl Supervisor {
         state: &mut SupervisorState,
         role: ChildRole,
     ) -> Result<(), ActorProcessingErr> {
-        let name = state.args.pipeline.actor_name(role);
+        let p = &state.args.pipeline;
+        let name = p.actor_name(role);
+        let me = myself.get_cell();
         let cell = match role {
+            ChildRole::VectorWriter => {
+                Actor::spawn_linked(Some(name.clone()), VectorWriter, p.vectors.clone(), me)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            ChildRole::RateLimiter => {
+                Actor::spawn_linked(Some(name.clone()), RateLimiter, p.rate_limiter.clone(), me)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            ChildRole::StatusWriter => Actor::spawn_linked(
+                Some(name.clone()),
+                StatusWriter,
+                p.status_writer.clone(),
+                me,
+            )
+            .await?
+            .0
+            .get_cell(),
+            ChildRole::Worker(index) => {
+                let mut args = p.worker.clone();
+                args.index = index;
+                Actor::spawn_linked(Some(name.clone()), EmbeddingWorker, args, me)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            ChildRole::Pool => {
+                Actor::spawn_linked(Some(name.clone()), EmbeddingPool, p.pool.clone(), me)
+                    .await?
+                    .0
+                    .get_cell()
+            }
+            ChildRole::RetryScheduler => {
+                Actor::spawn_linked(Some(name.clone()), RetryScheduler, p.retries.clone(), me)
+                    .await?
+                    .0
+                    .get_cell()
+            }
             ChildRole::Planner => {
-                let (actor, _) = Actor::spawn_linked(
-                    Some(name.clone()),
-                    Planner,
-                    state.args.pipeline.planner.clone(),
-                    myself.get_cell(),
-                )
-                .await?;
-                actor.get_cell()
+                Actor::spawn_linked(Some(name.clone()), Planner, p.planner.clone(), me)
+                    .await?
+                    .0
+                    .get_cell()
             }
-            ChildRole::JobIntake => {
-                let (actor, _) = Actor::spawn_linked(
-                    Some(name.clone()),
-                    Intake::<JobMessage, PlannerMsg>::default(),
-                    state.args.pipeline.job_intake.clone(),
-                    myself.get_cell(),
-                )
-                .await?;
-                actor.get_cell()
-            }
+            ChildRole::TaskIntake => Actor::spawn_linked(
+                Some(name.clone()),
+                Intake::<TaskMessage, PoolMsg>::default(),
+                p.task_intake.clone(),
+                me,
+            )
+            .await?
+            .0
+            .get_cell(),
+            ChildRole::JobIntake => Actor::spawn_linked(
+                Some(name.clone()),
+                Intake::<JobMessage, PlannerMsg>::default(),
+                p.job_intake.clone(),
+                me,
+            )
+            .await?
+            .0
+            .get_cell(),
         };
         state.children.insert(cell.get_id(), role);
         state.cells.insert(role, cell);
-        state.args.report.running(role.as_str(), &name);
+        state.args.report.running(&role.name(), &name);
         Ok(())
     }
 
@@ -130,6 +239,31 @@ impl Supervisor {
         ))
     }
 
+    fn schedule_restart(
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        role: ChildRole,
+        reason: String,
+    ) {
+        state.args.report.failed(&role.name(), reason.clone());
+        match Self::next_backoff(state) {
+            Some(backoff) => {
+                myself.send_after(backoff, move || SupervisorMsg::Restart(role));
+            }
+            None => {
+                let why = format!(
+                    "more than {} restarts within {} ms (last: {} failed: {reason})",
+                    state.args.policy.max_restarts,
+                    state.args.policy.restart_window_ms,
+                    role.name()
+                );
+                tracing::error!(%why, "supervision gives up; stopping the daemon");
+                state.args.report.escalate(why);
+                state.args.shutdown.trigger();
+            }
+        }
+    }
+
     fn child_down(
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
@@ -141,35 +275,50 @@ impl Supervisor {
         };
         state.cells.remove(&role);
         if state.args.shutdown.is_triggered() {
-            state.args.report.stopped(role.as_str());
+            state.args.report.stopped(&role.name());
             return;
         }
-        tracing::error!(actor = role.as_str(), %reason, "actor failed; restarting it alone");
-        state.args.report.failed(role.as_str(), reason.clone());
-        match Self::next_backoff(state) {
-            Some(backoff) => {
-                myself.send_after(backoff, move || SupervisorMsg::Restart(role));
+        tracing::error!(actor = %role.name(), %reason, "actor failed; restarting it alone");
+        Self::schedule_restart(myself, state, role, reason);
+    }
+
+    fn intake(state: &SupervisorState, role: ChildRole) -> Option<ActorRef<IntakeMsg>> {
+        state.cells.get(&role).cloned().map(Into::into)
+    }
+
+    /// Tells whoever relied on the restarted actor's in-flight work to send it again.
+    fn after_restart(state: &SupervisorState, role: ChildRole) {
+        match role {
+            ChildRole::Planner => {
+                if let Some(i) = Self::intake(state, ChildRole::JobIntake) {
+                    let _ = i.cast(IntakeMsg::Redeliver);
+                }
             }
-            None => {
-                let why = format!(
-                    "more than {} restarts within {} ms (last: {} failed: {reason})",
-                    state.args.policy.max_restarts,
-                    state.args.policy.restart_window_ms,
-                    role.as_str()
-                );
-                tracing::error!(%why, "supervision gives up; stopping the daemon");
-                state.args.report.escalate(why);
-                state.args.shutdown.trigger();
+            ChildRole::Pool | ChildRole::StatusWriter => {
+                if let Some(i) = Self::intake(state, ChildRole::TaskIntake) {
+                    let _ = i.cast(IntakeMsg::Redeliver);
+                }
             }
+            ChildRole::Worker(index) => {
+                if let Some(pool) = state.cells.get(&ChildRole::Pool) {
+                    let pool: ActorRef<PoolMsg> = pool.clone().into();
+                    let _ = pool.cast(PoolMsg::WorkerRestarted(index));
+                }
+            }
+            _ => {}
         }
     }
 
-    fn intake(state: &SupervisorState) -> Option<ActorRef<IntakeMsg>> {
-        state
-            .cells
-            .get(&ChildRole::JobIntake)
-            .cloned()
-            .map(Into::into)
+    fn set_intake_paused(state: &SupervisorState, paused: bool) {
+        for role in [ChildRole::JobIntake, ChildRole::TaskIntake] {
+            if let Some(i) = Self::intake(state, role) {
+                let _ = i.cast(if paused {
+                    IntakeMsg::Pause
+                } else {
+                    IntakeMsg::Resume
+                });
+            }
+        }
     }
 }
 
@@ -189,7 +338,7 @@ impl Actor for Supervisor {
             cells: HashMap::new(),
             recent_restarts: VecDeque::new(),
         };
-        for role in ChildRole::ALL {
+        for role in state.args.pipeline.roles() {
             Self::spawn_child(&myself, &mut state, role).await?;
         }
         Ok(state)
@@ -200,15 +349,29 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Upstream first, so nothing new is delivered to a stopping downstream.
-        for role in [ChildRole::JobIntake, ChildRole::Planner] {
-            if let Some(cell) = state.cells.remove(&role) {
-                state.children.remove(&cell.get_id());
-                let _ = cell
-                    .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(10)))
-                    .await;
-                state.args.report.stopped(role.as_str());
+        // Upstream first, so nothing new enters; the pool and the status writer drain what
+        // they hold so finished work is committed and acknowledged.
+        let wait = Some(Duration::from_secs(10));
+        let mut roles = state.args.pipeline.roles();
+        roles.reverse();
+        for role in roles {
+            let Some(cell) = state.cells.remove(&role) else {
+                continue;
+            };
+            state.children.remove(&cell.get_id());
+            let stopped = match role {
+                ChildRole::Pool | ChildRole::StatusWriter => {
+                    cell.drain_and_wait(wait).await.is_ok()
+                }
+                _ => cell
+                    .stop_and_wait(Some("shutdown".into()), wait)
+                    .await
+                    .is_ok(),
+            };
+            if !stopped {
+                tracing::warn!(actor = %role.name(), "did not stop in time");
             }
+            state.args.report.stopped(&role.name());
         }
         myself.stop_children(Some("shutdown".into()));
         Ok(())
@@ -226,38 +389,48 @@ impl Actor for Supervisor {
                     return Ok(());
                 }
                 if let Err(e) = Self::spawn_child(&myself, state, role).await {
-                    tracing::error!(actor = role.as_str(), error = %e, "restart failed; trying again");
-                    state.args.report.failed(role.as_str(), e.to_string());
-                    match Self::next_backoff(state) {
-                        Some(b) => {
-                            myself.send_after(b, move || SupervisorMsg::Restart(role));
-                        }
-                        None => {
-                            state
-                                .args
-                                .report
-                                .escalate(format!("{} cannot be restarted: {e}", role.as_str()));
-                            state.args.shutdown.trigger();
-                        }
-                    }
+                    tracing::error!(actor = %role.name(), error = %e, "restart failed; trying again");
+                    Self::schedule_restart(&myself, state, role, e.to_string());
                     return Ok(());
                 }
-                tracing::info!(actor = role.as_str(), "actor restarted");
-                if role == ChildRole::Planner
-                    && let Some(intake) = Self::intake(state)
-                {
-                    let _ = intake.cast(IntakeMsg::Redeliver);
-                }
+                tracing::info!(actor = %role.name(), "actor restarted");
+                Self::after_restart(state, role);
             }
             SupervisorMsg::PauseIntake => {
-                if let Some(intake) = Self::intake(state) {
-                    let _ = intake.cast(IntakeMsg::Pause);
-                }
+                state
+                    .args
+                    .report
+                    .set_paused(Some("paused by an operator".into()));
+                Self::set_intake_paused(state, true);
             }
             SupervisorMsg::ResumeIntake => {
-                if let Some(intake) = Self::intake(state) {
-                    let _ = intake.cast(IntakeMsg::Resume);
+                state.args.report.set_paused(None);
+                state
+                    .args
+                    .pipeline
+                    .halted()
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                if let Some(pool) = state.cells.get(&ChildRole::Pool) {
+                    let pool: ActorRef<PoolMsg> = pool.clone().into();
+                    let _ = pool.cast(PoolMsg::Hold(false));
                 }
+                Self::set_intake_paused(state, false);
+            }
+            SupervisorMsg::ProviderFatal(reason) => {
+                // The first reason is the one that explains the pause.
+                let already = state
+                    .args
+                    .report
+                    .paused()
+                    .is_some_and(|p| p.starts_with("provider unusable"));
+                if !already {
+                    tracing::error!(%reason, "pausing intake until an operator resumes it");
+                    state
+                        .args
+                        .report
+                        .set_paused(Some(format!("provider unusable: {reason}")));
+                }
+                Self::set_intake_paused(state, true);
             }
         }
         Ok(())

@@ -25,6 +25,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/items/{item_id}", get(routes::items::get_item))
         .route("/v1/jobs", post(routes::jobs::create_job))
         .route("/v1/jobs/{job_id}", get(routes::jobs::get_job))
+        .route(
+            "/v1/contexts/{context_id}/search",
+            post(routes::search::search),
+        )
+        .route("/v1/pause", post(routes::control::pause))
+        .route("/v1/resume", post(routes::control::resume))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -5,9 +5,11 @@
 //! reason and acknowledges it, and never passes it on.
 
 mod job_message;
+mod settlement;
 mod task_message;
 
 pub use job_message::JobMessage;
+pub use settlement::{ItemOutcome, OutcomeKind, Settlement};
 pub use task_message::{TaskItem, TaskMessage};
 
 use std::collections::HashMap;

@@ -62,6 +62,15 @@ return lost
     )
 });
 
+/// An item that ended FAILED, recorded in the dead-letter stream with its reason.
+#[derive(Debug, Clone)]
+pub struct DeadItem {
+    pub job_id: String,
+    pub item_id: String,
+    pub attempts: u32,
+    pub reason: String,
+}
+
 /// Dead letters kept, approximately.
 const DEAD_LETTER_MAXLEN: usize = 100_000;
 
@@ -86,14 +95,17 @@ impl StreamAcker {
         &self.stream
     }
 
+    /// XACK and XDEL of `ids`, in one transaction.
     pub async fn ack(&self, ids: &[String]) -> Result<(), QueueError> {
+        self.ack_settled(ids, &[]).await
+    }
+
+    /// Adds XACK and XDEL of `ids` to a pipeline.
+    fn push_ack(&self, pipe: &mut redis::Pipeline, ids: &[String]) {
         if ids.is_empty() {
-            return Ok(());
+            return;
         }
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("XACK")
+        pipe.cmd("XACK")
             .arg(&self.stream)
             .arg(&self.group)
             .arg(ids)
@@ -101,10 +113,22 @@ impl StreamAcker {
             .cmd("XDEL")
             .arg(&self.stream)
             .arg(ids)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
-        Ok(())
+            .ignore();
+    }
+
+    /// Adds one dead letter with `fields` (and the time) to a pipeline.
+    fn push_dead_letter(&self, pipe: &mut redis::Pipeline, fields: &[(&str, String)]) {
+        let cmd = pipe
+            .cmd("XADD")
+            .arg(&self.dead_letters)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(DEAD_LETTER_MAXLEN)
+            .arg("*");
+        for (k, v) in fields {
+            cmd.arg(*k).arg(v);
+        }
+        cmd.arg("at_ms").arg(crate::domain::now_millis()).ignore();
     }
 
     /// Keeps the claim on `ids` alive; returns those another consumer has taken over.
@@ -121,6 +145,32 @@ impl StreamAcker {
         Ok(call.invoke_async(&mut conn).await?)
     }
 
+    /// Acknowledges settled entries and records the items that ended FAILED as dead letters,
+    /// in one transaction.
+    pub async fn ack_settled(&self, ids: &[String], dead: &[DeadItem]) -> Result<(), QueueError> {
+        if ids.is_empty() && dead.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for d in dead {
+            self.push_dead_letter(
+                &mut pipe,
+                &[
+                    ("kind", "item".into()),
+                    ("job_id", d.job_id.clone()),
+                    ("item_id", d.item_id.clone()),
+                    ("attempts", d.attempts.to_string()),
+                    ("reason", d.reason.clone()),
+                ],
+            );
+        }
+        self.push_ack(&mut pipe, ids);
+        let mut conn = self.conn.clone();
+        pipe.query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
     /// Moves an entry to the dead-letter stream with its reason and acknowledges it, in one
     /// transaction.
     pub async fn dead_letter(
@@ -133,38 +183,21 @@ impl StreamAcker {
             .iter()
             .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned().into()))
             .collect();
-        let payload = serde_json::Value::Object(payload).to_string();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.push_dead_letter(
+            &mut pipe,
+            &[
+                ("kind", "entry".into()),
+                ("stream", self.stream.clone()),
+                ("entry_id", entry_id.to_owned()),
+                ("reason", reason.to_owned()),
+                ("payload", serde_json::Value::Object(payload).to_string()),
+            ],
+        );
+        self.push_ack(&mut pipe, &[entry_id.to_owned()]);
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("XADD")
-            .arg(&self.dead_letters)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(DEAD_LETTER_MAXLEN)
-            .arg("*")
-            .arg("stream")
-            .arg(&self.stream)
-            .arg("entry_id")
-            .arg(entry_id)
-            .arg("reason")
-            .arg(reason)
-            .arg("payload")
-            .arg(payload)
-            .arg("at_ms")
-            .arg(crate::domain::now_millis())
-            .ignore()
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(entry_id)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.stream)
-            .arg(entry_id)
-            .ignore()
-            .query_async::<()>(&mut conn)
-            .await?;
+        pipe.query_async::<()>(&mut conn).await?;
         Ok(())
     }
 }

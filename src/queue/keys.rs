@@ -44,6 +44,16 @@ impl Keys {
         format!("{}:plan:{job}", self.prefix)
     }
 
+    /// The provider's rate budget, shared by every daemon.
+    pub fn rate_budget(&self) -> String {
+        format!("{}:ratelimit", self.prefix)
+    }
+
+    /// Items waiting for a retry: a sorted set of task payloads scored by due time (ms).
+    pub fn retries(&self) -> String {
+        format!("{}:retry", self.prefix)
+    }
+
     /// The lease on a configured consumer name.
     pub fn consumer_lease(&self, name: &str) -> String {
         format!("{}:consumer:{name}", self.prefix)

@@ -8,12 +8,16 @@ mod delivery;
 mod keys;
 mod plan_script;
 mod producer;
+mod rate_budget;
+mod retry_set;
 mod stream_consumer;
 
 pub use connection::{QueueError, RedisConnections, consumer_identity};
 pub use consumer_lease::ConsumerLease;
-pub use delivery::{Delivery, StreamAcker};
+pub use delivery::{DeadItem, Delivery, StreamAcker};
 pub use keys::{Keys, PIPELINE_GROUP, PLANNER_GROUP};
 pub use plan_script::{PagePlanned, PlanProgress, PlanScripts};
 pub use producer::enqueue_job;
+pub use rate_budget::{BudgetLimits, RateBudget};
+pub use retry_set::RetrySet;
 pub use stream_consumer::{RawEntry, StreamConsumer};

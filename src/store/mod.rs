@@ -7,12 +7,14 @@
 
 mod items;
 mod jobs;
+mod outcomes;
 mod placeholders;
 mod planning;
 mod records;
 
 pub use items::{NewItem, UpsertCounts};
 pub use jobs::{CreatedJob, NewJob};
+pub use outcomes::{CommitReport, TaskItemRow};
 pub use planning::PlannedItem;
 pub use records::{ItemRecord, JobRecord};
 

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod mock_provider;
 pub mod redis_server;
 
 use embedq::config::Settings;
@@ -71,12 +72,23 @@ impl TestDatabase {
     }
 }
 
-/// Settings for a test: defaults, a random port, the given database, a fresh Redis prefix and
-/// short timeouts.
-pub fn test_settings(database_url: &str) -> Settings {
+/// The dimension the mock provider's vectors have in tests.
+pub const TEST_DIMENSION: usize = 8;
+
+/// Settings for a test: defaults, a random port, the given database, vectors under
+/// `vectors_dir`, a fresh Redis prefix, short timeouts, and a provider URL where nothing
+/// listens (tests that embed point it at a mock provider).
+pub fn test_settings(database_url: &str, vectors_dir: &std::path::Path) -> Settings {
     let mut s = Settings::defaults();
     s.server.listen = "127.0.0.1:0".parse().unwrap();
     s.database.url = database_url.to_owned();
+    s.vectors.path = vectors_dir.display().to_string();
+    s.embedding.dimension = TEST_DIMENSION;
+    s.embedding.base_url = format!("http://127.0.0.1:{}/v1", free_port());
+    s.embedding.timeout_ms = 5_000;
+    s.retry.base_backoff_ms = 50;
+    s.retry.max_backoff_ms = 1_000;
+    s.pipeline.status_flush_ms = 20;
     s.database.max_connections = 4;
     s.redis.url = redis_url();
     s.redis.prefix = format!("embedq-test-{}", uuid::Uuid::new_v4().simple());
@@ -95,6 +107,10 @@ pub struct TestApp {
     pub shutdown: Shutdown,
     pub handle: tokio::task::JoinHandle<Result<(), embedq::startup::StartupError>>,
     pub db: TestDatabase,
+    pub vectors: std::sync::Arc<dyn embedq::vectors::VectorStore>,
+    /// Removed by `stop`; kept when a test panics, since the engine flushes into it while the
+    /// runtime shuts down.
+    pub vectors_dir: std::path::PathBuf,
 }
 
 impl TestApp {
@@ -105,15 +121,21 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Self {
         tracing_subscriber_init();
         let db = TestDatabase::create(backend).await;
-        let mut settings = test_settings(&db.url);
+        let vectors_dir = tempfile::tempdir().expect("temp dir").keep();
+        let mut settings = test_settings(&db.url, &vectors_dir);
         adjust(&mut settings);
-        Self::start(settings, db).await
+        Self::start(settings, db, vectors_dir).await
     }
 
-    pub async fn start(settings: Settings, db: TestDatabase) -> Self {
+    pub async fn start(
+        settings: Settings,
+        db: TestDatabase,
+        vectors_dir: std::path::PathBuf,
+    ) -> Self {
         let app = Application::build(settings.clone())
             .await
             .expect("app starts");
+        let vectors = app.vector_store();
         let base = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown();
         let handle = tokio::spawn(app.run_until_stopped());
@@ -135,6 +157,8 @@ impl TestApp {
             shutdown,
             handle,
             db,
+            vectors,
+            vectors_dir,
         }
     }
 
@@ -231,10 +255,81 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Waits until the job reaches a final state and returns it.
+    pub async fn wait_finished(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let job = self.job(id).await;
+            if matches!(
+                job["state"].as_str(),
+                Some("COMPLETED" | "FAILED" | "CANCELLED")
+            ) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not finished within {within:?}: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Items by status.
+    pub async fn status_counts(&self) -> std::collections::BTreeMap<String, i64> {
+        use sqlx::Row;
+        sqlx::query("SELECT status, COUNT(*) AS n FROM items GROUP BY status")
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.try_get("status").unwrap(), r.try_get("n").unwrap()))
+            .collect()
+    }
+
+    /// Highest attempt count of any item.
+    pub async fn max_attempts(&self) -> i64 {
+        use sqlx::Row;
+        sqlx::query("SELECT COALESCE(MAX(attempts), 0) AS n FROM items")
+            .fetch_one(self.store.pool())
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap()
+    }
+
+    /// Entries in the dead-letter stream.
+    pub async fn dead_letters(&self) -> Vec<std::collections::HashMap<String, String>> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.keys.dead_letters())
+            .arg("-")
+            .arg("+")
+            .query_async(&mut self.redis.clone())
+            .await
+            .unwrap();
+        reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                e.map
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let text = match v {
+                            redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+                            other => format!("{other:?}"),
+                        };
+                        (k, text)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     pub async fn stop(self) {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
         delete_prefix(&self.settings.redis.url, self.keys.prefix()).await;
+        drop(self.vectors);
+        let _ = std::fs::remove_dir_all(&self.vectors_dir);
     }
 }
 

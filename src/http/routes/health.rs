@@ -68,6 +68,28 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         error: intake.last_error.clone(),
         detail: json!({"paused": intake.paused, "delivered": intake.delivered, "reclaimed": intake.reclaimed, "dead_lettered": intake.dead_lettered}),
     };
+    let tasks = app.task_intake.snapshot();
+    let task_intake_check = Check {
+        ok: tasks.last_error.is_none(),
+        error: tasks.last_error.clone(),
+        detail: json!({"paused": tasks.paused, "delivered": tasks.delivered, "reclaimed": tasks.reclaimed, "dead_lettered": tasks.dead_lettered}),
+    };
+    let paused = app.supervision.paused();
+    let provider_fatal = paused
+        .as_ref()
+        .filter(|p| p.starts_with("provider unusable"))
+        .cloned();
+    let rate = app.rate_limiter.lock().expect("status").clone();
+    let pipeline = Check {
+        ok: provider_fatal.is_none(),
+        error: provider_fatal,
+        detail: json!({
+            "paused": paused,
+            "vectors": app.vectors.backend(),
+            "model": app.embedder.model(),
+            "rate_limiter": rate,
+        }),
+    };
     let escalated = app.supervision.escalated();
     let actors: Vec<Value> = app
         .supervision
@@ -80,7 +102,12 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         error: escalated,
         detail: json!({"actors": actors}),
     };
-    let ready = database.ok && redis.ok && intake_check.ok && supervision.ok;
+    let ready = database.ok
+        && redis.ok
+        && intake_check.ok
+        && task_intake_check.ok
+        && pipeline.ok
+        && supervision.ok;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -90,7 +117,14 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         status,
         Json(json!({
             "ready": ready,
-            "checks": {"database": database, "redis": redis, "job_intake": intake_check, "supervision": supervision}
+            "checks": {
+                "database": database,
+                "redis": redis,
+                "job_intake": intake_check,
+                "task_intake": task_intake_check,
+                "pipeline": pipeline,
+                "supervision": supervision
+            }
         })),
     )
 }

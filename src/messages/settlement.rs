@@ -1,0 +1,49 @@
+//! What an embedding worker concluded about a task: each item's outcome, the retry task for
+//! items that failed transiently, and whether the provider became unusable. The status writer
+//! commits it and only then acknowledges the task.
+
+use super::TaskMessage;
+use crate::domain::{ItemId, JobId};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeKind {
+    /// Embedded now; the vector is stored for this content hash.
+    Completed { content_hash: String },
+    /// Already embedded with this content and model (or the item no longer exists).
+    Skipped,
+    /// Final failure, with the reason.
+    Failed { reason: String },
+    /// Failed transiently; the item travels on in [`Settlement::retry`].
+    Retrying { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemOutcome {
+    pub item_id: ItemId,
+    pub kind: OutcomeKind,
+    /// Attempts used for the item's current content, this one included.
+    pub attempts: u32,
+}
+
+impl ItemOutcome {
+    /// The outcome counted into the job, if final.
+    pub fn final_label(&self) -> Option<&'static str> {
+        match self.kind {
+            OutcomeKind::Completed { .. } => Some("COMPLETED"),
+            OutcomeKind::Skipped => Some("SKIPPED"),
+            OutcomeKind::Failed { .. } => Some("FAILED"),
+            OutcomeKind::Retrying { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    pub job_id: JobId,
+    pub outcomes: Vec<ItemOutcome>,
+    /// Items to try again, and after how long.
+    pub retry: Option<(TaskMessage, Duration)>,
+    /// The provider cannot be used until an operator acts (bad key, no quota): pause intake.
+    pub fatal: Option<String>,
+}

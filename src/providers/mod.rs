@@ -1,0 +1,77 @@
+//! Embedding providers behind one interface, [`Embedder`]: the pipeline packs inputs by the
+//! provider's limits, calls `embed`, and acts on the class of any error — transient (retry with
+//! backoff), invalid input (that item fails, never retried) or fatal (pause intake, burn no
+//! attempts).
+
+mod openai;
+mod packing;
+mod rate_limit_headers;
+mod tokens;
+
+pub use openai::OpenAiEmbedder;
+pub use packing::{Packed, RequestLimits, pack};
+pub use rate_limit_headers::{RateLimitHints, parse_openai_duration, parse_retry_after};
+pub use tokens::TokenCounter;
+
+use std::time::Duration;
+
+/// Vectors for a request's inputs, in input order, and what the provider said of its budget.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub hints: RateLimitHints,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// Worth retrying: 429 rate limits, 408, 409, 5xx, time-outs, resets, bad bodies.
+    #[error("transient provider error: {reason}")]
+    Transient {
+        reason: String,
+        /// The wait the provider asked for (`retry-after-ms`, `Retry-After`).
+        retry_after: Option<Duration>,
+        /// True for a 429 rate limit: every worker should slow down.
+        rate_limited: bool,
+        hints: RateLimitHints,
+    },
+    /// The provider refused the inputs themselves (400): retrying cannot help.
+    #[error("the provider rejected the input: {reason}")]
+    InvalidInput { reason: String },
+    /// Nothing will work until an operator acts: bad key (401), forbidden (403), unknown model
+    /// (404), exhausted quota.
+    #[error("provider unusable: {reason}")]
+    Fatal { reason: String },
+}
+
+impl ProviderError {
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(
+            self,
+            Self::Transient {
+                rate_limited: true,
+                ..
+            }
+        )
+    }
+}
+
+#[async_trait::async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    /// The model name recorded with every vector.
+    fn model(&self) -> &str;
+
+    /// Length of the vectors.
+    fn dimension(&self) -> usize;
+
+    /// What one request may hold.
+    fn limits(&self) -> RequestLimits;
+
+    /// Tokens of `text` as the provider counts them.
+    fn count_tokens(&self, text: &str) -> usize;
+
+    /// The first `max_tokens` tokens of `text`.
+    fn truncate(&self, text: &str, max_tokens: usize) -> String;
+
+    /// Embeds `inputs` (already packed within [`Embedder::limits`]).
+    async fn embed(&self, inputs: &[String]) -> Result<Embedded, ProviderError>;
+}

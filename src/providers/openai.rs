@@ -1,0 +1,386 @@
+//! A client for any OpenAI-compatible `POST {base_url}/embeddings` (OpenAI, Azure OpenAI,
+//! Ollama, vLLM, TEI). Inputs go as an array with `encoding_format: "base64"` (little-endian
+//! f32, a third of the bytes of JSON floats); one pooled reqwest client reuses connections.
+//! Every response is checked (count, index order, dimension, finite numbers) and every error is
+//! classified as transient, invalid input or fatal.
+
+use super::rate_limit_headers::{parse_retry_after, should_retry};
+use super::{Embedded, Embedder, ProviderError, RateLimitHints, RequestLimits, TokenCounter};
+use crate::config::{EmbeddingSettings, Secret};
+use base64::Engine;
+use reqwest::StatusCode;
+use serde::Deserialize;
+use std::time::Duration;
+
+pub struct OpenAiEmbedder {
+    http: reqwest::Client,
+    url: String,
+    api_key: Option<Secret>,
+    model: String,
+    dimension: usize,
+    limits: RequestLimits,
+    tokens: TokenCounter,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingsResponse {
+    data: Vec<EmbeddingDatum>,
+}
+
+#[derive(Deserialize)]
+struct EmbeddingDatum {
+    index: usize,
+    embedding: EmbeddingValue,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EmbeddingValue {
+    Base64(String),
+    Floats(Vec<f32>),
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorBody {
+    #[serde(default)]
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize, Default)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+impl OpenAiEmbedder {
+    pub fn new(
+        settings: &EmbeddingSettings,
+        api_key: Option<Secret>,
+    ) -> Result<Self, ProviderError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| ProviderError::Fatal {
+                reason: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            http,
+            url: format!("{}/embeddings", settings.base_url.trim_end_matches('/')),
+            api_key,
+            model: settings.model.clone(),
+            dimension: settings.dimension,
+            limits: RequestLimits {
+                max_inputs: settings.max_inputs_per_request,
+                max_tokens_per_input: settings.max_tokens_per_input,
+                max_tokens_per_request: settings.max_tokens_per_request,
+            },
+            tokens: TokenCounter::new(&settings.tokenizer),
+        })
+    }
+
+    /// Removes the API key from any text the provider sent back.
+    fn redact(&self, text: &str) -> String {
+        let clipped: String = text.chars().take(500).collect();
+        match &self.api_key {
+            Some(key) if !key.expose().is_empty() => clipped.replace(key.expose(), "[redacted]"),
+            _ => clipped,
+        }
+    }
+
+    fn decode(&self, body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>, String> {
+        let parsed: EmbeddingsResponse =
+            serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
+        if parsed.data.len() != expected {
+            return Err(format!(
+                "{} embeddings for {expected} inputs",
+                parsed.data.len()
+            ));
+        }
+        let mut vectors: Vec<Option<Vec<f32>>> = vec![None; expected];
+        for datum in parsed.data {
+            let vector = match datum.embedding {
+                EmbeddingValue::Floats(v) => v,
+                EmbeddingValue::Base64(b64) => decode_base64_f32(&b64)?,
+            };
+            if vector.len() != self.dimension {
+                return Err(format!(
+                    "embedding of dimension {}, expected {}",
+                    vector.len(),
+                    self.dimension
+                ));
+            }
+            if vector.iter().any(|x| !x.is_finite()) {
+                return Err("embedding holds a non-finite number".into());
+            }
+            let slot = vectors
+                .get_mut(datum.index)
+                .ok_or_else(|| format!("index {} out of range", datum.index))?;
+            if slot.replace(vector).is_some() {
+                return Err(format!("index {} appears twice", datum.index));
+            }
+        }
+        vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v.ok_or_else(|| format!("no embedding for index {i}")))
+            .collect()
+    }
+
+    fn classify(
+        &self,
+        status: StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> ProviderError {
+        let detail = serde_json::from_slice::<ErrorBody>(body)
+            .unwrap_or_default()
+            .error;
+        let code = detail
+            .code
+            .as_ref()
+            .and_then(|c| c.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        let message = self.redact(
+            detail
+                .message
+                .as_deref()
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error")),
+        );
+        let reason = format!("HTTP {}: {message}", status.as_u16());
+        let hints = RateLimitHints::from_headers(headers);
+        let retry_after = parse_retry_after(headers);
+        let quota =
+            code == "insufficient_quota" || detail.kind.as_deref() == Some("insufficient_quota");
+        match status.as_u16() {
+            401 | 403 | 404 => ProviderError::Fatal { reason },
+            429 if quota => ProviderError::Fatal { reason },
+            429 => ProviderError::Transient {
+                reason,
+                retry_after,
+                rate_limited: true,
+                hints,
+            },
+            _ if should_retry(headers) == Some(false) => ProviderError::InvalidInput { reason },
+            408 | 409 | 500..=599 => ProviderError::Transient {
+                reason,
+                retry_after,
+                rate_limited: false,
+                hints,
+            },
+            _ if should_retry(headers) == Some(true) => ProviderError::Transient {
+                reason,
+                retry_after,
+                rate_limited: false,
+                hints,
+            },
+            _ => ProviderError::InvalidInput { reason },
+        }
+    }
+}
+
+fn decode_base64_f32(b64: &str) -> Result<Vec<f32>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| format!("bad base64 embedding: {e}"))?;
+    if bytes.len() % 4 != 0 {
+        return Err(format!("base64 embedding of {} bytes", bytes.len()));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn transport_error(e: &reqwest::Error) -> ProviderError {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "transport error"
+    };
+    ProviderError::Transient {
+        reason: format!("{kind}: {}", without_url(e)),
+        retry_after: None,
+        rate_limited: false,
+        hints: RateLimitHints::default(),
+    }
+}
+
+/// reqwest errors print the URL; keep only the error chain's text.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        parts.push(s.to_string());
+        source = s.source();
+    }
+    if parts.is_empty() {
+        "request failed".into()
+    } else {
+        parts.join(": ")
+    }
+}
+
+#[async_trait::async_trait]
+impl Embedder for OpenAiEmbedder {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    fn limits(&self) -> RequestLimits {
+        self.limits
+    }
+
+    fn count_tokens(&self, text: &str) -> usize {
+        self.tokens.count(text)
+    }
+
+    fn truncate(&self, text: &str, max_tokens: usize) -> String {
+        self.tokens.truncate(text, max_tokens)
+    }
+
+    async fn embed(&self, inputs: &[String]) -> Result<Embedded, ProviderError> {
+        let body = serde_json::json!({
+            "model": self.model,
+            "input": inputs,
+            "encoding_format": "base64",
+        });
+        let mut request = self.http.post(&self.url).json(&body);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key.expose());
+        }
+        let response = request.send().await.map_err(|e| transport_error(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.map_err(|e| transport_error(&e))?;
+        if !status.is_success() {
+            return Err(self.classify(status, &headers, &bytes));
+        }
+        let hints = RateLimitHints::from_headers(&headers);
+        match self.decode(&bytes, inputs.len()) {
+            Ok(vectors) => Ok(Embedded { vectors, hints }),
+            Err(problem) => Err(ProviderError::Transient {
+                reason: format!("bad response body: {problem}"),
+                retry_after: None,
+                rate_limited: false,
+                hints,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn embedder() -> OpenAiEmbedder {
+        let mut s = crate::config::Settings::defaults().embedding;
+        s.dimension = 2;
+        OpenAiEmbedder::new(&s, Some(Secret::new("sk-test-secret-key"))).unwrap()
+    }
+
+    fn b64(v: &[f32]) -> String {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    #[test]
+    fn decodes_in_index_order() {
+        let e = embedder();
+        let body = serde_json::json!({"data": [
+            {"index": 1, "embedding": b64(&[3.0, 4.0])},
+            {"index": 0, "embedding": [1.0, 2.0]}
+        ]});
+        let v = e.decode(body.to_string().as_bytes(), 2).unwrap();
+        assert_eq!(v, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        let e = embedder();
+        let cases = [
+            serde_json::json!({"data": [{"index": 0, "embedding": [1.0, 2.0]}]}),
+            serde_json::json!({"data": [{"index": 0, "embedding": [1.0]}, {"index": 1, "embedding": [1.0, 2.0]}]}),
+            serde_json::json!({"data": [{"index": 0, "embedding": [1.0, 2.0]}, {"index": 0, "embedding": [1.0, 2.0]}]}),
+            serde_json::json!({"data": [{"index": 0, "embedding": b64(&[f32::NAN, 1.0])}, {"index": 1, "embedding": [1.0, 2.0]}]}),
+        ];
+        for body in cases {
+            assert!(e.decode(body.to_string().as_bytes(), 2).is_err(), "{body}");
+        }
+        assert!(e.decode(b"not json", 2).is_err());
+    }
+
+    #[test]
+    fn classifies_errors() {
+        let e = embedder();
+        let none = HeaderMap::new();
+        let body = |code: &str, msg: &str| {
+            serde_json::json!({"error": {"message": msg, "code": code, "type": "x"}}).to_string()
+        };
+        assert!(matches!(
+            e.classify(StatusCode::UNAUTHORIZED, &none, body("invalid_api_key", "Incorrect API key provided: sk-test-secret-key").as_bytes()),
+            ProviderError::Fatal { reason } if !reason.contains("sk-test-secret-key") && reason.contains("[redacted]")
+        ));
+        assert!(matches!(
+            e.classify(
+                StatusCode::TOO_MANY_REQUESTS,
+                &none,
+                body("insufficient_quota", "quota").as_bytes()
+            ),
+            ProviderError::Fatal { .. }
+        ));
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        match e.classify(
+            StatusCode::TOO_MANY_REQUESTS,
+            &h,
+            body("rate_limit_exceeded", "slow").as_bytes(),
+        ) {
+            ProviderError::Transient {
+                retry_after,
+                rate_limited,
+                ..
+            } => {
+                assert_eq!(retry_after, Some(Duration::from_millis(1500)));
+                assert!(rate_limited);
+            }
+            other => panic!("{other:?}"),
+        }
+        for code in [408, 409, 500, 502, 503] {
+            assert!(matches!(
+                e.classify(StatusCode::from_u16(code).unwrap(), &none, b""),
+                ProviderError::Transient {
+                    rate_limited: false,
+                    ..
+                }
+            ));
+        }
+        assert!(matches!(
+            e.classify(StatusCode::BAD_REQUEST, &none, body("", "maximum context length is 8192 tokens").as_bytes()),
+            ProviderError::InvalidInput { reason } if reason.contains("8192")
+        ));
+        assert!(matches!(
+            e.classify(StatusCode::NOT_FOUND, &none, b"{}"),
+            ProviderError::Fatal { .. }
+        ));
+        let mut no_retry = HeaderMap::new();
+        no_retry.insert("x-should-retry", HeaderValue::from_static("false"));
+        assert!(matches!(
+            e.classify(StatusCode::INTERNAL_SERVER_ERROR, &no_retry, b""),
+            ProviderError::InvalidInput { .. }
+        ));
+    }
+}

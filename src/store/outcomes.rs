@@ -1,0 +1,205 @@
+//! The pipeline's writes: loading a task's items in one query, and committing a batch of item
+//! outcomes in one transaction — item rows, each job's per-item outcome (inserted once, so a
+//! task processed twice never counts an item twice), the job counters grown by exactly the rows
+//! that were new, and the job's final state when its counters reach its total.
+
+use super::placeholders;
+use super::{Store, StoreError};
+use crate::domain::{ItemId, JobId, now_millis};
+use crate::messages::{ItemOutcome, OutcomeKind};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// An item as an embedding worker needs it.
+#[derive(Debug, Clone)]
+pub struct TaskItemRow {
+    pub id: String,
+    pub context_id: String,
+    pub content: String,
+    pub content_hash: String,
+    pub status: String,
+    pub embedded_model: Option<String>,
+    pub embedded_hash: Option<String>,
+}
+
+/// What one commit counted, per job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// (completed, failed, skipped) newly counted per job.
+    pub counted: BTreeMap<String, (i64, i64, i64)>,
+    /// Jobs that reached their total in this commit.
+    pub finished: Vec<String>,
+}
+
+/// Rows per statement, far below both engines' parameter limits.
+const CHUNK: usize = 400;
+
+impl Store {
+    pub async fn load_task_items(&self, ids: &[ItemId]) -> Result<Vec<TaskItemRow>, StoreError> {
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT id, context_id, content, content_hash, status, embedded_model, embedded_hash \
+                 FROM items WHERE id IN ({})",
+                placeholders::list(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str().to_owned());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                rows.push(TaskItemRow {
+                    id: r.try_get("id")?,
+                    context_id: r.try_get("context_id")?,
+                    content: r.try_get("content")?,
+                    content_hash: r.try_get("content_hash")?,
+                    status: r.try_get("status")?,
+                    embedded_model: r.try_get("embedded_model")?,
+                    embedded_hash: r.try_get("embedded_hash")?,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Commits outcomes of several tasks at once. `model` is recorded for completed items.
+    pub async fn commit_outcomes(
+        &self,
+        batch: &[(JobId, &[ItemOutcome])],
+        model: &str,
+    ) -> Result<CommitReport, StoreError> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+
+        // 1. Item rows: one UPDATE per chunk. A completed item is written only if its content
+        //    is still the content that was embedded.
+        let updates: Vec<&ItemOutcome> = batch
+            .iter()
+            .flat_map(|(_, outcomes)| outcomes.iter())
+            .filter(|o| !matches!(o.kind, OutcomeKind::Skipped))
+            .collect();
+        for chunk in updates.chunks(CHUNK) {
+            let sql = format!(
+                "WITH v(id, status, attempts, last_error, hash) AS (VALUES {}) \
+                 UPDATE items SET \
+                   status = v.status, \
+                   attempts = CASE WHEN CAST(v.attempts AS BIGINT) > items.attempts \
+                              THEN CAST(v.attempts AS BIGINT) ELSE items.attempts END, \
+                   last_error = v.last_error, \
+                   embedded_model = CASE WHEN v.status = 'COMPLETED' THEN ${m} ELSE items.embedded_model END, \
+                   embedded_hash = CASE WHEN v.status = 'COMPLETED' THEN v.hash ELSE items.embedded_hash END, \
+                   updated_at = ${n} \
+                 FROM v WHERE items.id = v.id \
+                   AND (v.status <> 'COMPLETED' OR items.content_hash = v.hash)",
+                placeholders::tuples_with(chunk.len(), 5, ""),
+                m = chunk.len() * 5 + 1,
+                n = chunk.len() * 5 + 2,
+            );
+            let mut q = sqlx::query(&sql);
+            for o in chunk {
+                let (status, error, hash) = match &o.kind {
+                    OutcomeKind::Completed { content_hash } => {
+                        ("COMPLETED", None, Some(content_hash.clone()))
+                    }
+                    OutcomeKind::Failed { reason } => ("FAILED", Some(reason.clone()), None),
+                    OutcomeKind::Retrying { reason } => ("PROCESSING", Some(reason.clone()), None),
+                    OutcomeKind::Skipped => unreachable!("filtered above"),
+                };
+                q = q
+                    .bind(o.item_id.as_str().to_owned())
+                    .bind(status)
+                    .bind(o.attempts.to_string())
+                    .bind(error)
+                    .bind(hash);
+            }
+            q.bind(model.to_owned()).bind(now).execute(&mut *tx).await?;
+        }
+
+        // 2. Per-job outcomes, inserted once; the rows really inserted are what counts.
+        let mut report = CommitReport::default();
+        let finals: Vec<(String, &ItemOutcome, &'static str)> = batch
+            .iter()
+            .flat_map(|(job, outcomes)| {
+                outcomes
+                    .iter()
+                    .filter_map(move |o| o.final_label().map(|l| (job.to_string(), o, l)))
+            })
+            .collect();
+        for chunk in finals.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO job_items (job_id, item_id, outcome) VALUES {} \
+                 ON CONFLICT (job_id, item_id) DO NOTHING RETURNING job_id, outcome",
+                placeholders::tuples_with(chunk.len(), 3, "")
+            );
+            let mut q = sqlx::query(&sql);
+            for (job, o, label) in chunk {
+                q = q
+                    .bind(job.clone())
+                    .bind(o.item_id.as_str().to_owned())
+                    .bind(*label);
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                let job: String = row.try_get("job_id")?;
+                let outcome: String = row.try_get("outcome")?;
+                let entry = report.counted.entry(job).or_default();
+                match outcome.as_str() {
+                    "COMPLETED" => entry.0 += 1,
+                    "FAILED" => entry.1 += 1,
+                    _ => entry.2 += 1,
+                }
+            }
+        }
+
+        // 3. Counters, then the final state of jobs that reached their total.
+        for (job, (completed, failed, skipped)) in &report.counted {
+            sqlx::query(
+                "UPDATE jobs SET completed = completed + $2, failed = failed + $3, \
+                 skipped = skipped + $4, updated_at = $5 WHERE id = $1",
+            )
+            .bind(job.clone())
+            .bind(*completed)
+            .bind(*failed)
+            .bind(*skipped)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let done = sqlx::query(
+                "UPDATE jobs SET state = CASE WHEN failed > 0 THEN 'FAILED' ELSE 'COMPLETED' END, \
+                 finished_at = $2, updated_at = $2 \
+                 WHERE id = $1 AND state = 'RUNNING' AND planned_at IS NOT NULL \
+                 AND completed + failed + skipped >= total RETURNING id",
+            )
+            .bind(job.clone())
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if done.is_some() {
+                report.finished.push(job.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Contents of items, for showing search hits.
+    pub async fn item_contents(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT id, content FROM items WHERE id IN ({})",
+                placeholders::list(1, chunk.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.clone());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                out.insert(r.try_get("id")?, r.try_get("content")?);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,114 @@
+//! Where vectors live. [`VectorStore`] is the one interface the pipeline writes through and
+//! search reads through, with two backends: an embedded Qdrant engine (qdrant-edge, files in
+//! the data directory, the default) and a Qdrant server over gRPC (qdrant-client).
+//!
+//! Point ids derive from the item id (UUIDv5), so writing an item again overwrites its point:
+//! a repeated write is harmless. Every point's payload names the item, its context, the content
+//! hash the vector was computed from, and the model.
+
+mod edge;
+mod qdrant_server;
+
+pub use edge::EdgeVectorStore;
+pub use qdrant_server::QdrantServerStore;
+
+use crate::config::{Secret, VectorSettings};
+use crate::domain::{ContextId, ItemId};
+use std::sync::Arc;
+
+/// One item's vector with the payload stored beside it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorPoint {
+    pub item_id: ItemId,
+    pub context_id: ContextId,
+    pub content_hash: String,
+    pub model: String,
+    pub vector: Vec<f32>,
+}
+
+/// A nearest neighbour.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SearchHit {
+    pub item_id: String,
+    pub context_id: String,
+    pub content_hash: String,
+    pub score: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VectorError {
+    /// The store cannot be reached or is busy: worth retrying.
+    #[error("vector store unavailable: {0}")]
+    Unavailable(String),
+    /// The collection exists with another dimension: a start-up error, never retried.
+    #[error(
+        "collection {collection:?} holds vectors of dimension {found}, but the model produces {expected}; \
+         use another vectors.collection or re-create it"
+    )]
+    DimensionMismatch {
+        collection: String,
+        expected: usize,
+        found: usize,
+    },
+    #[error("vector store: {0}")]
+    Backend(String),
+}
+
+impl VectorError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// The namespace of point ids: UUIDv5(namespace, item id).
+const POINT_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x6a1f_4f5e_8c1b_4d2e_9b7a_3e0c_5d4f_2a10);
+
+/// The point id of an item: stable, so a repeated upsert overwrites the same point.
+pub fn point_id(item: &ItemId) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&POINT_NAMESPACE, item.as_str().as_bytes())
+}
+
+#[async_trait::async_trait]
+pub trait VectorStore: Send + Sync + 'static {
+    /// Short name for logs and readiness: "qdrant-edge" or "qdrant".
+    fn backend(&self) -> &'static str;
+
+    /// Creates the collection with `dimension` (cosine distance) if it is missing; fails with
+    /// [`VectorError::DimensionMismatch`] if it exists with another dimension.
+    async fn ensure_collection(&self, dimension: usize) -> Result<(), VectorError>;
+
+    /// Upserts the points and returns once they are durable and visible to search.
+    async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError>;
+
+    /// The `k` nearest points of one context to `vector`, best first.
+    async fn search(
+        &self,
+        context: &ContextId,
+        vector: Vec<f32>,
+        k: usize,
+    ) -> Result<Vec<SearchHit>, VectorError>;
+
+    /// The stored points of these items (missing ones are left out), with their vectors.
+    async fn get(&self, items: &[ItemId]) -> Result<Vec<VectorPoint>, VectorError>;
+
+    /// How many points the collection holds.
+    async fn count(&self) -> Result<u64, VectorError>;
+
+    /// Removes the points of these items (absent ones are ignored).
+    async fn delete(&self, items: &[ItemId]) -> Result<(), VectorError>;
+}
+
+/// Opens the configured backend. `api_key` (from `EMBEDQ_QDRANT_API_KEY`) is used by the
+/// server backend only.
+pub async fn open(
+    settings: &VectorSettings,
+    api_key: Option<&Secret>,
+) -> Result<Arc<dyn VectorStore>, VectorError> {
+    match settings.backend.as_str() {
+        "qdrant" => Ok(Arc::new(
+            QdrantServerStore::connect(settings, api_key).await?,
+        )),
+        _ => Ok(Arc::new(EdgeVectorStore::open(settings)?)),
+    }
+}
