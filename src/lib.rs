@@ -7,10 +7,13 @@
 //! the supervised pipeline; `http` the admin surface; `startup` wires them together.
 
 pub mod actors;
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
 pub mod messages;
+pub mod metrics;
 pub mod providers;
 pub mod queue;
 pub mod shutdown;

@@ -1,11 +1,15 @@
-//! The `embedq` binary: `serve` runs the daemon, `migrate` applies the database migrations.
-//! Errors at this edge are reported with `anyhow`, naming what is wrong.
+//! The `embedq` binary: `serve` runs the daemon, `migrate` applies the database migrations, and
+//! the operator's commands (`ingest`, `jobs`, `items`, `dead-letters`, `pause`, `resume`) talk
+//! to a running daemon's admin API. Errors at this edge are reported with `anyhow`, naming
+//! what is wrong.
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use embedq::cli::{AdminClient, ingest, jobs};
 use embedq::config::Settings;
 use embedq::startup::Application;
 use embedq::store::Store;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,24 +27,121 @@ struct Cli {
     command: Command,
 }
 
+/// Where the admin API is, for the operator's commands.
+#[derive(Args, Clone)]
+struct Remote {
+    /// Base URL of a running daemon's admin API.
+    #[arg(long, env = "EMBEDQ_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Run the daemon: admin API, intake, planner.
+    /// Run the daemon: admin API and the supervised pipeline.
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Ingest items from a JSON-lines file of {"id", "context", "content"} (resumable).
+    Ingest {
+        file: PathBuf,
+        /// Lines per request.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Ignore the progress file of an interrupted run and start from the first line.
+        #[arg(long)]
+        restart: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Create, list, watch or cancel jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show items.
+    Items {
+        #[command(subcommand)]
+        command: ItemsCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List or requeue dead letters.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLettersCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Pause intake (work in flight finishes).
+    Pause {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Resume intake (also after a bad key or exhausted quota was fixed).
+    Resume {
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Enqueue a job: one of --context, --items, --all, --failed, --stale-model.
+    Create {
+        #[arg(long, group = "scope")]
+        context: Option<String>,
+        /// Comma-separated item ids.
+        #[arg(long, group = "scope", value_delimiter = ',')]
+        items: Option<Vec<String>>,
+        #[arg(long, group = "scope")]
+        all: bool,
+        #[arg(long, group = "scope")]
+        failed: bool,
+        #[arg(long, group = "scope")]
+        stale_model: bool,
+        /// Follow the job until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Follow a job until it ends, with a progress bar.
+    Watch { id: String },
+    /// Cancel a job.
+    Cancel { id: String },
+}
+
+#[derive(Subcommand)]
+enum ItemsCommand {
+    /// An item's status, attempts and last error.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum DeadLettersCommand {
+    /// Newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Requeue dead letters: --id (repeatable), --job, or --all.
+    Requeue {
+        #[arg(long = "id")]
+        ids: Vec<String>,
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(cli.config.as_deref()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("embedq: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    embedq::telemetry::init(settings.server.json_logs);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,8 +152,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let needs_settings = matches!(cli.command, Command::Serve | Command::Migrate);
+    let settings = if needs_settings {
+        match Settings::load(cli.config.as_deref()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("embedq: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    embedq::telemetry::init(settings.as_ref().is_some_and(|s| s.server.json_logs));
     match runtime.block_on(run(cli.command, settings)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("embedq: {e:#}");
             ExitCode::FAILURE
@@ -60,37 +174,180 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+fn client(remote: &Remote) -> anyhow::Result<AdminClient> {
+    AdminClient::new(&remote.url, std::env::var("EMBEDQ_ADMIN_TOKEN").ok())
+}
+
+async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate => {
+            let settings = settings.context("settings")?;
             let store = Store::connect(&settings.database)
                 .await
                 .context("opening the database")?;
             store.migrate().await.context("applying migrations")?;
             println!("migrations applied ({})", store.backend().as_str());
-            Ok(())
         }
         Command::Serve => {
-            let backend = embedq::store::Backend::from_url(&settings.database.url);
-            let app = Application::build(settings.clone())
-                .await
-                .context("starting embedq")?;
-            tracing::info!(
-                database = backend.as_str(),
-                redis_prefix = %settings.redis.prefix,
-                consumer = app.consumer_name(),
-                listen = %settings.server.listen,
-                port = app.port(),
-                "embedq is serving"
+            let settings = settings.context("settings")?;
+            serve(settings).await?;
+        }
+        Command::Ingest {
+            file,
+            batch,
+            restart,
+            remote,
+        } => {
+            if batch == 0 || batch > 1000 {
+                bail!("--batch must be between 1 and 1000");
+            }
+            let report = ingest::ingest(&client(&remote)?, &file, batch, restart).await?;
+            println!(
+                "ingested {} lines: {} created, {} changed, {} unchanged, {} bad",
+                report.lines,
+                report.created,
+                report.changed,
+                report.unchanged,
+                report.bad.len()
             );
-            let shutdown = app.shutdown();
-            tokio::spawn(async move {
-                embedq::shutdown::os_signal().await;
-                tracing::info!("signal received; shutting down");
-                shutdown.trigger();
-            });
-            app.run_until_stopped().await?;
-            Ok(())
+            if !report.bad.is_empty() {
+                return Ok(ExitCode::from(3));
+            }
+        }
+        Command::Jobs { command, remote } => {
+            let client = client(&remote)?;
+            match command {
+                JobsCommand::Create {
+                    context,
+                    items,
+                    all,
+                    failed,
+                    stale_model,
+                    watch,
+                } => {
+                    let scope = if let Some(c) = context {
+                        json!({"type": "context", "context_id": c})
+                    } else if let Some(ids) = items {
+                        json!({"type": "items", "item_ids": ids})
+                    } else if all {
+                        json!({"type": "all"})
+                    } else if failed {
+                        json!({"type": "failed"})
+                    } else if stale_model {
+                        json!({"type": "stale_model"})
+                    } else {
+                        bail!("give a scope: --context, --items, --all, --failed or --stale-model");
+                    };
+                    let id = jobs::create(&client, scope).await?;
+                    println!("{id}");
+                    if watch {
+                        return Ok(watched(jobs::watch(&client, &id).await?));
+                    }
+                }
+                JobsCommand::List { state } => {
+                    for job in jobs::list(&client, state.as_deref()).await? {
+                        println!("{}", jobs::line(&job));
+                    }
+                }
+                JobsCommand::Watch { id } => {
+                    return Ok(watched(jobs::watch(&client, &id).await?));
+                }
+                JobsCommand::Cancel { id } => {
+                    let job = client
+                        .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
+                        .await?;
+                    println!("{}", jobs::line(&job));
+                }
+            }
+        }
+        Command::Items { command, remote } => match command {
+            ItemsCommand::Show { id } => {
+                let item = client(&remote)?.get(&format!("/v1/items/{id}")).await?;
+                println!("{}", serde_json::to_string_pretty(&item)?);
+            }
+        },
+        Command::DeadLetters { command, remote } => {
+            let client = client(&remote)?;
+            match command {
+                DeadLettersCommand::List { limit } => {
+                    let answer = client
+                        .get(&format!("/v1/dead-letters?limit={limit}"))
+                        .await?;
+                    for d in answer["dead_letters"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                    {
+                        println!(
+                            "{}  {}  item {}  job {}  attempts {}  {}",
+                            d["id"].as_str().unwrap_or("?"),
+                            d["kind"].as_str().unwrap_or("?"),
+                            d["item_id"].as_str().unwrap_or("-"),
+                            d["job_id"].as_str().unwrap_or("-"),
+                            d["attempts"],
+                            d["reason"].as_str().unwrap_or("")
+                        );
+                    }
+                    println!("{} dead letters in all", answer["total"]);
+                }
+                DeadLettersCommand::Requeue { ids, job, all } => {
+                    let body = if !ids.is_empty() {
+                        json!({"ids": ids})
+                    } else if let Some(job) = job {
+                        json!({"job_id": job})
+                    } else if all {
+                        json!({"all": true})
+                    } else {
+                        bail!("give --id (repeatable), --job or --all");
+                    };
+                    let answer = client.post("/v1/dead-letters/requeue", &body).await?;
+                    println!(
+                        "requeued {} items in jobs {}; removed {} dead letters",
+                        answer["requeued"], answer["jobs"], answer["removed"]
+                    );
+                }
+            }
+        }
+        Command::Pause { remote } => {
+            client(&remote)?.post("/v1/pause", &json!({})).await?;
+            println!("intake pausing");
+        }
+        Command::Resume { remote } => {
+            client(&remote)?.post("/v1/resume", &json!({})).await?;
+            println!("intake resuming");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit code of a watched job: 0 when it completed, 1 otherwise.
+fn watched(job: serde_json::Value) -> ExitCode {
+    if job["state"] == "COMPLETED" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let backend = embedq::store::Backend::from_url(&settings.database.url);
+    let app = Application::build(settings.clone())
+        .await
+        .context("starting embedq")?;
+    tracing::info!(
+        database = backend.as_str(),
+        redis_prefix = %settings.redis.prefix,
+        consumer = app.consumer_name(),
+        listen = %settings.server.listen,
+        port = app.port(),
+        "embedq is serving"
+    );
+    let shutdown = app.shutdown();
+    tokio::spawn(async move {
+        embedq::shutdown::os_signal().await;
+        tracing::info!("signal received; shutting down");
+        shutdown.trigger();
+    });
+    app.run_until_stopped().await?;
+    Ok(())
 }

@@ -192,6 +192,8 @@ impl Application {
             },
         };
         let report = Arc::new(SupervisionReport::default());
+        let events = crate::events::EventBus::new();
+        let metrics = crate::metrics::Metrics::install();
         let (supervisor, supervisor_done) = Actor::spawn(
             Some(format!("{consumer}/supervisor")),
             Supervisor,
@@ -200,6 +202,7 @@ impl Application {
                 policy: settings.supervision.clone(),
                 report: report.clone(),
                 shutdown: shutdown.clone(),
+                events: events.clone(),
             },
         )
         .await
@@ -222,9 +225,18 @@ impl Application {
             supervisor: supervisor.clone(),
             embedder,
             vectors,
-            rate_limiter: rate_status,
+            rate_limiter: rate_status.clone(),
             rate_limiter_name: name(ChildRole::RateLimiter),
+            instance: consumer.clone(),
+            events: events.clone(),
+            metrics,
         };
+        crate::events::spawn_progress_reporter(
+            state.store.clone(),
+            events,
+            rate_status,
+            shutdown.clone(),
+        );
         Ok(Self {
             listener,
             state,

@@ -94,6 +94,28 @@ async fn write_vectors(ctx: &WorkerContext, points: Vec<VectorPoint>) -> Result<
     }
 }
 
+/// Counts a provider request by outcome, with its latency and (when embedded) its tokens.
+fn record_request(
+    result: &Result<crate::providers::Embedded, ProviderError>,
+    took: Duration,
+    tokens: usize,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(ProviderError::Transient {
+            rate_limited: true, ..
+        }) => "rate_limited",
+        Err(ProviderError::Transient { .. }) => "transient",
+        Err(ProviderError::InvalidInput { .. }) => "invalid_input",
+        Err(ProviderError::Fatal { .. }) => "fatal",
+    };
+    metrics::counter!("embedq_api_requests_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("embedq_api_request_duration_seconds").record(took.as_secs_f64());
+    if result.is_ok() {
+        metrics::counter!("embedq_tokens_total").increment(tokens as u64);
+    }
+}
+
 /// Decides what a transient failure means for an item: another attempt, or the end.
 fn transient(ctx: &WorkerContext, item: &TaskItem, reason: &str) -> ItemOutcome {
     let attempts = item.attempt + 1;
@@ -120,6 +142,15 @@ pub async fn process_task(ctx: &WorkerContext, task: &TaskMessage) -> Settlement
     let mut fatal: Option<String> = None;
     let mut unattempted: Vec<TaskItem> = Vec::new();
 
+    // Queued work of a cancelled job is dropped (acknowledged, not counted).
+    if let Ok(Some(crate::domain::JobState::Cancelled)) = ctx.store.job_state(task.job_id).await {
+        return Settlement {
+            job_id: task.job_id,
+            outcomes: Vec::new(),
+            retry: None,
+            fatal: None,
+        };
+    }
     let ids: Vec<ItemId> = task.items.iter().map(|i| i.id.clone()).collect();
     let rows = match ctx.store.load_task_items(&ids).await {
         Ok(rows) => rows,
@@ -229,7 +260,9 @@ pub async fn process_task(ctx: &WorkerContext, task: &TaskMessage) -> Settlement
         }
         let inputs: Vec<String> = indices.iter().map(|&i| pending[i].input.clone()).collect();
         let span = tracing::debug_span!("provider.embed", inputs = inputs.len(), tokens);
+        let started = std::time::Instant::now();
         let result = ctx.embedder.embed(&inputs).instrument(span).await;
+        record_request(&result, started.elapsed(), tokens);
         match result {
             Ok(embedded) => {
                 permit.release(CallOutcome::Success(embedded.hints));

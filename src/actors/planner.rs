@@ -161,6 +161,21 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
     };
     tracing::Span::current().record("job", tracing::field::display(planning.job));
 
+    if args.store.job_state(planning.job).await? == Some(crate::domain::JobState::Cancelled) {
+        let job = planning.job;
+        args.store
+            .finish_planning(job, planning.progress.planned)
+            .await?;
+        args.scripts.forget(job).await?;
+        planning.delivery.ack().await?;
+        state.current = None;
+        tracing::info!(%job, "job cancelled; planning stopped");
+        return Ok(StepOutcome::Skipped {
+            job,
+            reason: "job cancelled",
+        });
+    }
+
     if args.scripts.queued_tasks().await? >= args.settings.max_queued_tasks {
         return Ok(StepOutcome::Throttled);
     }

@@ -76,8 +76,35 @@ async fn flush(
         .commit_outcomes(&refs, &args.model)
         .await
         .map_err(|e| format!("committing outcomes: {e}"))?;
+    let mut outcomes = [0u64; 3];
+    for (completed, failed, skipped) in report.counted.values() {
+        outcomes[0] += *completed as u64;
+        outcomes[1] += *failed as u64;
+        outcomes[2] += *skipped as u64;
+    }
+    for (label, n) in ["completed", "failed", "skipped"].iter().zip(outcomes) {
+        if n > 0 {
+            metrics::counter!("embedq_items_total", "outcome" => *label).increment(n);
+        }
+    }
+    let retried = batch
+        .iter()
+        .flat_map(|(_, s)| s.outcomes.iter())
+        .filter(|o| matches!(o.kind, OutcomeKind::Retrying { .. }))
+        .count();
+    if retried > 0 {
+        metrics::counter!("embedq_retries_total").increment(retried as u64);
+    }
     for job in &report.finished {
         tracing::info!(%job, "job finished");
+        if let Ok(id) = crate::domain::JobId::parse(job)
+            && let Ok(Some(record)) = args.store.get_job(id).await
+            && let Some(finished) = record.finished_at
+        {
+            let seconds = (finished - record.created_at).max(0) as f64 / 1000.0;
+            metrics::histogram!("embedq_job_duration_seconds").record(seconds);
+            metrics::counter!("embedq_jobs_total", "state" => record.state.as_str()).increment(1);
+        }
     }
     let dead: Vec<DeadItem> = batch
         .iter()

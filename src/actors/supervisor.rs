@@ -103,6 +103,21 @@ impl PipelineContext {
     }
 }
 
+/// The kind of an actor, for metric labels (workers share one label).
+fn actor_kind(role: ChildRole) -> &'static str {
+    match role {
+        ChildRole::VectorWriter => "vector_writer",
+        ChildRole::RateLimiter => "rate_limiter",
+        ChildRole::StatusWriter => "status_writer",
+        ChildRole::Worker(_) => "embedding_worker",
+        ChildRole::Pool => "embedding_pool",
+        ChildRole::RetryScheduler => "retry_scheduler",
+        ChildRole::Planner => "planner",
+        ChildRole::TaskIntake => "task_intake",
+        ChildRole::JobIntake => "job_intake",
+    }
+}
+
 /// The registered name of an actor of a daemon instance.
 pub fn actor_name(instance: &str, role: ChildRole) -> String {
     format!("{instance}/{}", role.name())
@@ -113,6 +128,7 @@ pub struct SupervisorArgs {
     pub policy: SupervisionSettings,
     pub report: Arc<SupervisionReport>,
     pub shutdown: Shutdown,
+    pub events: crate::events::EventBus,
 }
 
 pub enum SupervisorMsg {
@@ -279,6 +295,11 @@ impl Supervisor {
             return;
         }
         tracing::error!(actor = %role.name(), %reason, "actor failed; restarting it alone");
+        metrics::counter!("embedq_actor_restarts_total", "actor" => actor_kind(role)).increment(1);
+        state.args.events.publish(
+            "actor_restarted",
+            serde_json::json!({"actor": role.name(), "reason": reason}),
+        );
         Self::schedule_restart(myself, state, role, reason);
     }
 
@@ -402,6 +423,10 @@ impl Actor for Supervisor {
                     .report
                     .set_paused(Some("paused by an operator".into()));
                 Self::set_intake_paused(state, true);
+                state.args.events.publish(
+                    "paused",
+                    serde_json::json!({"reason": "paused by an operator"}),
+                );
             }
             SupervisorMsg::ResumeIntake => {
                 state.args.report.set_paused(None);
@@ -415,6 +440,7 @@ impl Actor for Supervisor {
                     let _ = pool.cast(PoolMsg::Hold(false));
                 }
                 Self::set_intake_paused(state, false);
+                state.args.events.publish("resumed", serde_json::json!({}));
             }
             SupervisorMsg::ProviderFatal(reason) => {
                 // The first reason is the one that explains the pause.
@@ -429,6 +455,10 @@ impl Actor for Supervisor {
                         .args
                         .report
                         .set_paused(Some(format!("provider unusable: {reason}")));
+                    state.args.events.publish(
+                        "paused",
+                        serde_json::json!({"reason": format!("provider unusable: {reason}")}),
+                    );
                 }
                 Self::set_intake_paused(state, true);
             }

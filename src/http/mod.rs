@@ -23,8 +23,24 @@ pub fn router(state: AppState) -> Router {
             post(routes::items::upsert_items),
         )
         .route("/v1/items/{item_id}", get(routes::items::get_item))
-        .route("/v1/jobs", post(routes::jobs::create_job))
+        .route(
+            "/v1/jobs",
+            post(routes::jobs::create_job).get(routes::jobs::list_jobs),
+        )
         .route("/v1/jobs/{job_id}", get(routes::jobs::get_job))
+        .route("/v1/jobs/{job_id}/cancel", post(routes::jobs::cancel_job))
+        .route("/v1/dead-letters", get(routes::dead_letters::list))
+        .route(
+            "/v1/dead-letters/requeue",
+            post(routes::dead_letters::requeue),
+        )
+        .route(
+            "/v1/dead-letters/{id}",
+            axum::routing::delete(routes::dead_letters::remove),
+        )
+        .route("/v1/actors", get(routes::control::actors))
+        .route("/v1/events", get(routes::observe::events))
+        .route("/metrics", get(routes::observe::metrics))
         .route(
             "/v1/contexts/{context_id}/search",
             post(routes::search::search),

@@ -27,4 +27,10 @@ pub struct AppState {
     pub rate_limiter: Arc<Mutex<RateLimiterStatus>>,
     /// Registered name of the rate limiter: search takes its permits there too.
     pub rate_limiter_name: String,
+    /// This daemon's consumer name, which prefixes its actors' names.
+    pub instance: String,
+    /// Live events for `GET /v1/events` (job progress, pauses, restarts, rate limit).
+    pub events: crate::events::EventBus,
+    /// Renders the Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
 }

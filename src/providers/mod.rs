@@ -3,11 +3,14 @@
 //! backoff), invalid input (that item fails, never retried) or fatal (pause intake, burn no
 //! attempts).
 
+mod local;
+pub mod model_files;
 mod openai;
 mod packing;
 mod rate_limit_headers;
 mod tokens;
 
+pub use local::LocalEmbedder;
 pub use openai::OpenAiEmbedder;
 pub use packing::{Packed, RequestLimits, pack};
 pub use rate_limit_headers::{RateLimitHints, parse_openai_duration, parse_retry_after};

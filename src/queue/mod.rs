@@ -4,6 +4,7 @@
 
 mod connection;
 mod consumer_lease;
+mod dead_letters;
 mod delivery;
 mod keys;
 mod plan_script;
@@ -14,6 +15,7 @@ mod stream_consumer;
 
 pub use connection::{QueueError, RedisConnections, consumer_identity};
 pub use consumer_lease::ConsumerLease;
+pub use dead_letters::{DeadLetter, DeadLetters};
 pub use delivery::{DeadItem, Delivery, StreamAcker};
 pub use keys::{Keys, PIPELINE_GROUP, PLANNER_GROUP};
 pub use plan_script::{PagePlanned, PlanProgress, PlanScripts};

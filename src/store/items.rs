@@ -129,6 +129,29 @@ impl Store {
         row.as_ref().map(ItemRecord::from_row).transpose()
     }
 
+    /// Gives FAILED items a fresh start (PENDING, no attempts, no error) so they can be
+    /// requeued; returns the ids that were FAILED.
+    pub async fn reset_failed_items(&self, ids: &[ItemId]) -> Result<Vec<ItemId>, StoreError> {
+        let now = now_millis();
+        let mut reset = Vec::new();
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "UPDATE items SET status = 'PENDING', attempts = 0, last_error = NULL, updated_at = $1 \
+                 WHERE status = 'FAILED' AND id IN ({}) RETURNING id",
+                placeholders::list(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for id in chunk {
+                q = q.bind(id.as_str().to_owned());
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let id: String = row.try_get("id")?;
+                reset.push(ItemId::parse(id).map_err(|e| StoreError::Corrupt(e.0))?);
+            }
+        }
+        Ok(reset)
+    }
+
     pub async fn context_exists(&self, id: &ContextId) -> Result<bool, StoreError> {
         let row = sqlx::query("SELECT 1 AS present FROM contexts WHERE id = $1")
             .bind(id.as_str().to_owned())

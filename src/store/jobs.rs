@@ -86,3 +86,107 @@ impl Store {
         Ok(())
     }
 }
+
+/// Which jobs to list: optionally one state, newest first, after a keyset cursor.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<crate::domain::JobState>,
+    /// Only jobs older than this one (the previous page's last id).
+    pub before: Option<JobId>,
+    pub limit: usize,
+}
+
+impl Store {
+    /// A page of jobs, newest first (job ids are time-ordered UUIDv7).
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError> {
+        let before = filter
+            .before
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "ffffffff-ffff-ffff-ffff-ffffffffffff".into());
+        let rows = match filter.state {
+            Some(state) => {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE state = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                );
+                sqlx::query(&sql)
+                    .bind(state.as_str())
+                    .bind(before)
+                    .bind(filter.limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                );
+                sqlx::query(&sql)
+                    .bind(before)
+                    .bind(filter.limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(JobRecord::from_row).collect()
+    }
+
+    /// Jobs not yet final, for progress reporting (at most `limit`, newest first).
+    pub async fn active_jobs(&self, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('QUEUED', 'RUNNING') ORDER BY id DESC LIMIT $1"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(JobRecord::from_row).collect()
+    }
+
+    /// Jobs that reached a final state at or after `since_ms` (at most `limit`).
+    pub async fn jobs_finished_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE finished_at >= $1 ORDER BY finished_at LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(since_ms)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(JobRecord::from_row).collect()
+    }
+
+    /// Cancels a job that is not final yet. Returns the job as it is now, or `None` if unknown.
+    /// Queued work of a cancelled job is dropped; items in flight finish and are counted.
+    pub async fn cancel_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        let now = now_millis();
+        sqlx::query(
+            "UPDATE jobs SET state = 'CANCELLED', finished_at = $2, updated_at = $2 \
+             WHERE id = $1 AND state IN ('QUEUED', 'RUNNING')",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.get_job(id).await
+    }
+
+    /// The job's state, or `None` if it does not exist.
+    pub async fn job_state(
+        &self,
+        id: JobId,
+    ) -> Result<Option<crate::domain::JobState>, StoreError> {
+        use sqlx::Row;
+        let row = sqlx::query("SELECT state FROM jobs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let s: String = r.try_get("state")?;
+            crate::domain::JobState::parse(&s).map_err(|e| StoreError::Corrupt(e.0))
+        })
+        .transpose()
+    }
+}

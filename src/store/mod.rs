@@ -13,7 +13,7 @@ mod planning;
 mod records;
 
 pub use items::{NewItem, UpsertCounts};
-pub use jobs::{CreatedJob, NewJob};
+pub use jobs::{CreatedJob, JobFilter, NewJob};
 pub use outcomes::{CommitReport, TaskItemRow};
 pub use planning::PlannedItem;
 pub use records::{ItemRecord, JobRecord};

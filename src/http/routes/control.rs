@@ -21,3 +21,35 @@ pub async fn resume(State(app): State<AppState>) -> Result<(StatusCode, Json<Val
         .map_err(|_| ApiError::unavailable("the pipeline is stopping"))?;
     Ok((StatusCode::ACCEPTED, Json(json!({"intake": "resuming"}))))
 }
+
+/// The supervision tree: the supervisor and each child with its state and restart count.
+pub async fn actors(State(app): State<AppState>) -> Json<Value> {
+    let children: Vec<Value> = app
+        .supervision
+        .actors()
+        .into_iter()
+        .map(|(role, a)| {
+            json!({
+                "role": role,
+                "name": a.name,
+                "state": a.state,
+                "restarts": a.restarts,
+                "last_failure": a.last_failure,
+            })
+        })
+        .collect();
+    let restarts: u64 = children
+        .iter()
+        .map(|c| c["restarts"].as_u64().unwrap_or(0))
+        .sum();
+    Json(json!({
+        "supervisor": {
+            "name": format!("{}/supervisor", app.instance),
+            "state": if app.supervision.escalated().is_some() { "escalated" } else { "running" },
+            "escalated": app.supervision.escalated(),
+            "paused": app.supervision.paused(),
+            "restarts": restarts,
+            "children": children,
+        }
+    }))
+}

@@ -4,12 +4,12 @@
 //! the scope later, off the request path. If the XADD fails the job row is deleted again and
 //! the caller gets 503, so no half-made job is left behind.
 
-use crate::domain::{JobId, JobScope};
-use crate::http::extract::ApiJson;
+use crate::domain::{JobId, JobScope, JobState};
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::{ApiError, AppState};
 use crate::messages::JobMessage;
 use crate::queue::enqueue_job;
-use crate::store::{JobRecord, NewJob};
+use crate::store::{JobFilter, JobRecord, NewJob};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -129,7 +129,18 @@ pub async fn create_job(
     }
     let mut scope = body.scope;
     check_scope(&app, &mut scope).await?;
+    let (job, created) = record_and_enqueue(&app, scope, key).await?;
+    Ok(accepted(&job, created))
+}
 
+/// Records a job and puts its one message on the jobs stream; if the message cannot be
+/// written, the job is removed again and the caller gets 503. Returns the job and whether this
+/// call created it (false when an idempotency key matched).
+pub(crate) async fn record_and_enqueue(
+    app: &AppState,
+    scope: JobScope,
+    idempotency_key: Option<String>,
+) -> Result<(JobRecord, bool), ApiError> {
     let created = app
         .store
         .create_job(NewJob {
@@ -137,11 +148,11 @@ pub async fn create_job(
             kind: "embed",
             scope,
             model: app.settings.embedding.model.clone(),
-            idempotency_key: key,
+            idempotency_key,
         })
         .await?;
     if !created.created {
-        return Ok(accepted(&created.job, false));
+        return Ok((created.job, false));
     }
     let job = created.job;
     let mut conn = app.redis.clone();
@@ -152,7 +163,7 @@ pub async fn create_job(
         return Err(e.into());
     }
     tracing::info!(job = %job.id, scope = job.scope.kind(), "job enqueued");
-    Ok(accepted(&job, true))
+    Ok((job, true))
 }
 
 #[derive(Debug, Serialize)]
@@ -175,9 +186,97 @@ pub async fn get_job(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(Json(JobView {
-        planned: job.planned_at.is_some(),
-        done: job.done(),
-        job,
+    Ok(Json(job.into()))
+}
+
+impl From<JobRecord> for JobView {
+    fn from(job: JobRecord) -> Self {
+        Self {
+            planned: job.planned_at.is_some(),
+            done: job.done(),
+            job,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only jobs in this state (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED).
+    state: Option<String>,
+    /// The last job id of the previous page.
+    before: Option<String>,
+    /// Jobs per page, 1 to 200 (default 50).
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JobList {
+    jobs: Vec<JobView>,
+    /// Pass as `before` for the next page; absent on the last page.
+    next_before: Option<String>,
+}
+
+pub async fn list_jobs(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let state = query
+        .state
+        .as_deref()
+        .map(|s| JobState::parse(&s.to_ascii_uppercase()))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let before = query
+        .before
+        .as_deref()
+        .map(JobId::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 200"));
+    }
+    let jobs = app
+        .store
+        .list_jobs(&JobFilter {
+            state,
+            before,
+            limit,
+        })
+        .await?;
+    let next_before = (jobs.len() == limit)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    Ok(Json(JobList {
+        jobs: jobs.into_iter().map(JobView::from).collect(),
+        next_before,
     }))
+}
+
+/// Cancels a job: its queued work is dropped, items in flight finish and are counted, and the
+/// job ends CANCELLED. Cancelling a final job changes nothing (409).
+pub async fn cancel_job(
+    State(app): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = JobId::parse(&job_id).map_err(|e| ApiError::bad_request(e.0))?;
+    let before = app
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    if before.state.is_final() {
+        return Err(ApiError::conflict(format!(
+            "job {id} is already {}",
+            before.state.as_str()
+        )));
+    }
+    let job = app
+        .store
+        .cancel_job(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    tracing::info!(job = %id, "job cancelled");
+    Ok(Json(job.into()))
 }

@@ -1,7 +1,9 @@
 //! The handlers, one file per resource.
 
 pub mod control;
+pub mod dead_letters;
 pub mod health;
 pub mod items;
 pub mod jobs;
+pub mod observe;
 pub mod search;

@@ -1,0 +1,106 @@
+//! `embedq jobs create|list|watch|cancel`. `watch` follows a job until it ends, with a live
+//! bar (rate and ETA) on a terminal and one plain line per second otherwise.
+
+use super::AdminClient;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// The final state of a watched job.
+pub fn is_final(state: &str) -> bool {
+    matches!(state, "COMPLETED" | "FAILED" | "CANCELLED")
+}
+
+pub async fn create(client: &AdminClient, scope: Value) -> anyhow::Result<String> {
+    let answer = client.post("/v1/jobs", &json!({"scope": scope})).await?;
+    Ok(answer["job_id"].as_str().unwrap_or_default().to_owned())
+}
+
+pub async fn list(client: &AdminClient, state: Option<&str>) -> anyhow::Result<Vec<Value>> {
+    let path = match state {
+        Some(s) => format!("/v1/jobs?state={s}"),
+        None => "/v1/jobs".into(),
+    };
+    let answer = client.get(&path).await?;
+    Ok(answer["jobs"].as_array().cloned().unwrap_or_default())
+}
+
+pub fn line(job: &Value) -> String {
+    format!(
+        "{}  {:<9}  {}/{} done (completed {}, skipped {}, failed {})  scope {}",
+        job["id"].as_str().unwrap_or("?"),
+        job["state"].as_str().unwrap_or("?"),
+        job["done"],
+        job["total"],
+        job["completed"],
+        job["skipped"],
+        job["failed"],
+        job["scope"]
+    )
+}
+
+/// Follows a job until it ends; returns its final state.
+pub async fn watch(client: &AdminClient, id: &str) -> anyhow::Result<Value> {
+    let interactive = super::interactive();
+    let bar = if interactive {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:40}] {pos}/{len} {percent}% {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("job {}", &id[..id.len().min(8)]));
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let mut first_done: Option<(i64, Instant)> = None;
+    let mut last_print = Instant::now() - Duration::from_secs(10);
+    loop {
+        let job = client.get(&format!("/v1/jobs/{id}")).await?;
+        let done = job["done"].as_i64().unwrap_or(0);
+        let total = job["total"].as_i64().unwrap_or(0);
+        let state = job["state"].as_str().unwrap_or("?").to_owned();
+        let planned = job["planned"].as_bool().unwrap_or(false);
+        let (base_done, base_at) = *first_done.get_or_insert((done, Instant::now()));
+        let elapsed = base_at.elapsed().as_secs_f64();
+        let rate = if elapsed > 0.5 {
+            (done - base_done) as f64 / elapsed
+        } else {
+            0.0
+        };
+        let eta = if rate > 0.0 && planned {
+            format!("ETA {:.0}s", (total - done).max(0) as f64 / rate)
+        } else {
+            "ETA -".into()
+        };
+        let percent = if total > 0 {
+            done as f64 * 100.0 / total as f64
+        } else if is_final(&state) {
+            100.0
+        } else {
+            0.0
+        };
+        bar.set_length(total.max(0) as u64);
+        bar.set_position(done.max(0) as u64);
+        bar.set_message(format!("{rate:.1} items/s {eta} {state}"));
+        if !interactive && (last_print.elapsed() >= Duration::from_secs(1) || is_final(&state)) {
+            println!("job {id}: {done}/{total} ({percent:.1}%) {rate:.1} items/s {eta} {state}");
+            last_print = Instant::now();
+        }
+        if is_final(&state) {
+            bar.finish_with_message(format!(
+                "{state} in {:.1}s (completed {}, skipped {}, failed {})",
+                started.elapsed().as_secs_f64(),
+                job["completed"],
+                job["skipped"],
+                job["failed"]
+            ));
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -1,0 +1,174 @@
+//! The operator's CLI against a running daemon: `embedq ingest` reports bad lines by number
+//! and ingests the rest (and resumes after an interruption); `embedq jobs create --watch`
+//! prints progress lines until the job reaches 100%.
+
+mod support;
+
+use serde_json::json;
+use std::process::Command;
+use std::time::Duration;
+use support::mock_provider::{MockProvider, MockScript};
+use support::{Backend, TEST_DIMENSION, TestApp};
+
+fn embedq(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_embedq"))
+        .args(args)
+        .env("EMBEDQ_URL", &app.base)
+        .env("EMBEDQ_PLAIN", "1")
+        .env_remove("EMBEDQ_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reports_bad_lines_and_keeps_the_good_ones() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.pipeline.embed = false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("items.jsonl");
+    let mut lines = Vec::new();
+    for i in 1..=12 {
+        lines.push(match i {
+            3 => "{not json".to_string(),
+            5 => json!({"id": "bad id", "context": "c", "content": "x"}).to_string(),
+            8 => json!({"id": "empty", "context": "c", "content": "   "}).to_string(),
+            11 => json!({"id": "big", "context": "c", "content": "x".repeat(70_000)}).to_string(),
+            _ => json!({"id": format!("i{i}"), "context": if i % 2 == 0 { "even" } else { "odd" }, "content": format!("line {i}")}).to_string(),
+        });
+    }
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let path = file.to_str().unwrap().to_owned();
+    let run = tokio::task::spawn_blocking({
+        let base = app.base.clone();
+        move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_embedq"))
+                .args(["ingest", &path, "--batch", "4"])
+                .env("EMBEDQ_URL", base)
+                .env("EMBEDQ_PLAIN", "1")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    });
+    let (code, stdout, stderr) = run.await.unwrap();
+    assert_eq!(
+        code,
+        Some(3),
+        "bad lines make a non-zero exit: {stdout}{stderr}"
+    );
+    for n in [3, 5, 8, 11] {
+        assert!(
+            stderr.contains(&format!("line {n}:")),
+            "line {n} not reported: {stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("limit is 65536"),
+        "the server's reason is shown: {stderr}"
+    );
+    assert!(
+        stdout.contains("8 created") && stdout.contains("4 bad"),
+        "{stdout}"
+    );
+    assert_eq!(app.item_count().await, 8);
+    assert!(
+        !dir.path().join("items.jsonl.progress").exists(),
+        "finished runs leave no progress file"
+    );
+
+    // An interrupted run resumes after its checkpoint.
+    std::fs::write(dir.path().join("items.jsonl.progress"), "10").unwrap();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let base = app.base.clone();
+        let path = file.to_str().unwrap().to_owned();
+        move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_embedq"))
+                .args(["ingest", &path])
+                .env("EMBEDQ_URL", base)
+                .env("EMBEDQ_PLAIN", "1")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(stderr.contains("resuming after line 10"), "{stderr}");
+    assert!(stdout.contains("ingested 2 lines"), "{stdout}");
+    assert_eq!(code, Some(3));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_watch_prints_progress_to_completion() {
+    let mock = MockProvider::start(MockScript {
+        dimension: TEST_DIMENSION,
+        latency: Duration::from_millis(40),
+        ..MockScript::default()
+    })
+    .await;
+    let url = mock.base_url();
+    let app = TestApp::spawn_with(Backend::Postgres, move |s| {
+        s.embedding.base_url = url;
+        s.planner.task_size = 16;
+        s.rate_limit.max_concurrency = 2;
+    })
+    .await;
+    app.seed_items("ctx", "it", 1_500).await;
+    let (code, stdout, stderr) = tokio::task::spawn_blocking({
+        let app_base = app.base.clone();
+        move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_embedq"))
+                .args(["jobs", "create", "--context", "ctx", "--watch"])
+                .env("EMBEDQ_URL", app_base)
+                .env("EMBEDQ_PLAIN", "1")
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let progress: Vec<&str> = stdout.lines().filter(|l| l.starts_with("job ")).collect();
+    assert!(
+        progress.len() >= 2,
+        "expected several progress lines: {stdout}"
+    );
+    let last = progress.last().unwrap();
+    assert!(
+        last.contains("1500/1500 (100.0%)") && last.contains("COMPLETED"),
+        "{last}"
+    );
+    assert!(progress.iter().any(|l| l.contains("items/s")));
+
+    let (code, stdout, _) = embedq(&app, &["jobs", "list"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("COMPLETED"), "{stdout}");
+    let (code, stdout, _) = embedq(&app, &["items", "show", "it-000001"]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("\"status\": \"COMPLETED\""), "{stdout}");
+    let (code, _, stderr) = embedq(&app, &["items", "show", "nope"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("404") && stderr.contains("no item nope"),
+        "{stderr}"
+    );
+    app.stop().await;
+}

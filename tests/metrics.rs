@@ -1,0 +1,101 @@
+//! `/metrics` scraped and parsed after a job: the counters agree with the job's outcome and
+//! with the provider's own audit. (Its own test binary: the metrics recorder is per process.)
+
+mod support;
+
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use support::mock_provider::{MockProvider, MockScript};
+use support::{Backend, TEST_DIMENSION, TestApp};
+
+fn parse(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_the_job() {
+    let mock = MockProvider::start(MockScript {
+        dimension: TEST_DIMENSION,
+        storm_429: 3,
+        ..MockScript::default()
+    })
+    .await;
+    let url = mock.base_url();
+    let app = TestApp::spawn_with(Backend::Postgres, move |s| s.embedding.base_url = url).await;
+    app.seed_items("ctx", "it", 500).await;
+    let (status, _) = app
+        .post_json(
+            "/v1/contexts/ctx/items",
+            &json!({"items": [{"id": "too-long", "content": "word ".repeat(9000)}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let job = app
+        .create_job(json!({"type": "context", "context_id": "ctx"}))
+        .await;
+    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(
+        (done["completed"].as_i64(), done["failed"].as_i64()),
+        (Some(500), Some(1)),
+        "{done}"
+    );
+
+    // The job is final in SQL a moment before the status writer records its metrics.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(r#"embedq_jobs_total{state="FAILED"}"#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = parse(&text);
+    let get = |k: &str| {
+        m.get(k)
+            .copied()
+            .unwrap_or_else(|| panic!("{k} missing from:\n{text}"))
+    };
+    let audit = mock.audit();
+    assert_eq!(get(r#"embedq_items_total{outcome="completed"}"#), 500.0);
+    assert_eq!(get(r#"embedq_items_total{outcome="failed"}"#), 1.0);
+    assert_eq!(get(r#"embedq_jobs_total{state="FAILED"}"#), 1.0);
+    assert_eq!(
+        get(r#"embedq_api_requests_total{outcome="ok"}"#),
+        audit.by_status[&200] as f64
+    );
+    assert_eq!(
+        get(r#"embedq_api_requests_total{outcome="rate_limited"}"#),
+        3.0
+    );
+    assert_eq!(get("embedq_tokens_total"), audit.tokens_embedded as f64);
+    assert_eq!(
+        get("embedq_retries_total"),
+        3.0 * 64.0_f64.min(501.0),
+        "every item of a rate-limited request is retried once"
+    );
+    assert_eq!(
+        get("embedq_api_request_duration_seconds_count"),
+        audit.requests as f64
+    );
+    assert_eq!(get(r#"embedq_queue_depth{queue="dead_letters"}"#), 1.0);
+    assert_eq!(get(r#"embedq_queue_depth{queue="retry"}"#), 0.0);
+    assert!(m.contains_key(r#"embedq_rate_limit_budget{kind="requests"}"#));
+    assert!(get("embedq_concurrency_limit") >= 1.0);
+    assert_eq!(get("embedq_job_duration_seconds_count"), 1.0);
+    app.stop().await;
+}
