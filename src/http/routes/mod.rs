@@ -1,6 +1,7 @@
 //! The handlers, one file per resource.
 
 pub mod control;
+pub mod dashboard;
 pub mod dead_letters;
 pub mod health;
 pub mod items;
