@@ -19,10 +19,16 @@ use support::daemon::Daemon;
 use support::{Backend, TestDatabase, redis_url};
 
 fn env_for(db: &str, prefix: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    // The vectors of each daemon go to a fresh directory (left in the temp dir); no provider
+    // is called (planning only), so the OpenAI client is configured and never used.
+    let vectors = tempfile::tempdir().unwrap().keep().display().to_string();
     let mut env: Vec<(String, String)> = [
         ("EMBEDQ__DATABASE__URL", db),
         ("EMBEDQ__REDIS__URL", &redis_url()),
         ("EMBEDQ__REDIS__PREFIX", prefix),
+        ("EMBEDQ__VECTORS__PATH", vectors.as_str()),
+        ("EMBEDQ__EMBEDDING__PROVIDER", "openai"),
+        ("EMBEDQ__PIPELINE__EMBED", "false"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -37,6 +37,7 @@ fn env(
             "EMBEDQ__VECTORS__PATH".into(),
             vectors.display().to_string(),
         ),
+        ("EMBEDQ__EMBEDDING__PROVIDER".into(), "openai".into()),
         ("EMBEDQ__EMBEDDING__DIMENSION".into(), DIM.to_string()),
         ("EMBEDQ__EMBEDDING__BASE_URL".into(), mock.base_url()),
         ("RUST_LOG".into(), "warn".into()),

@@ -11,6 +11,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The local model: sentence-transformers' all-MiniLM-L6-v2.
+pub const LOCAL_MODEL: &str = "all-MiniLM-L6-v2";
+pub const LOCAL_DIMENSION: usize = 384;
+
 /// The defaults, compiled in so the binary runs from any directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -134,9 +138,11 @@ pub struct LimitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
+    pub provider: String,
     pub model: String,
     pub dimension: usize,
-    pub provider: String,
+    pub model_dir: String,
+    pub threads: usize,
     pub base_url: String,
     pub timeout_ms: u64,
     pub tokenizer: String,
@@ -225,18 +231,43 @@ impl Settings {
             provider_api_key: secret_from_env("EMBEDQ_PROVIDER_API_KEY"),
             qdrant_api_key: secret_from_env("EMBEDQ_QDRANT_API_KEY"),
         };
+        settings.resolve_provider();
         settings.validate()?;
         Ok(settings)
     }
 
     /// The compiled-in defaults alone, validated: the base the tests adjust.
     pub fn defaults() -> Self {
-        let settings: Settings = Figment::new()
+        let mut settings: Settings = Figment::new()
             .merge(Toml::string(DEFAULT_TOML))
             .extract()
             .expect("config/default.toml is valid");
+        settings.resolve_provider();
         settings.validate().expect("config/default.toml is valid");
         settings
+    }
+
+    /// Settles `embedding.provider = "auto"` (the local model unless a provider key is set)
+    /// and fills an empty model and a zero dimension with the provider's defaults.
+    pub fn resolve_provider(&mut self) {
+        let e = &mut self.embedding;
+        if e.provider == "auto" {
+            e.provider = if self.secrets.provider_api_key.is_some() {
+                "openai".into()
+            } else {
+                "local".into()
+            };
+        }
+        let (model, dimension) = match e.provider.as_str() {
+            "local" => (LOCAL_MODEL, LOCAL_DIMENSION),
+            _ => ("text-embedding-3-small", 1536),
+        };
+        if e.model.trim().is_empty() {
+            e.model = model.into();
+        }
+        if e.dimension == 0 {
+            e.dimension = dimension;
+        }
     }
 
     /// Checks every rule that the types alone do not express.
@@ -320,15 +351,21 @@ impl Settings {
         if self.limits.max_job_item_ids == 0 {
             return invalid("limits.max_job_item_ids", "must be at least 1");
         }
-        if self.embedding.model.trim().is_empty() {
-            return invalid("embedding.model", "must not be empty");
-        }
         let e = &self.embedding;
         if e.dimension == 0 || e.dimension > 65_536 {
             return invalid("embedding.dimension", "must be between 1 and 65536");
         }
-        if e.provider != "openai" {
-            return invalid("embedding.provider", "must be \"openai\"");
+        if !matches!(e.provider.as_str(), "local" | "openai") {
+            return invalid(
+                "embedding.provider",
+                "must be \"auto\", \"local\" or \"openai\"",
+            );
+        }
+        if e.provider == "local" && e.dimension != LOCAL_DIMENSION {
+            return invalid(
+                "embedding.dimension",
+                format!("the local model produces {LOCAL_DIMENSION} dimensions"),
+            );
         }
         if !(e.base_url.starts_with("http://") || e.base_url.starts_with("https://")) {
             return invalid("embedding.base_url", "must start with http:// or https://");
@@ -451,6 +488,30 @@ mod tests {
         let s = Settings::defaults();
         assert!(s.server.listen.ip().is_loopback());
         assert!(s.database.url.starts_with("sqlite:"));
+        assert_eq!(s.vectors.backend, "edge");
+    }
+
+    #[test]
+    fn auto_provider_is_local_without_a_key() {
+        let s = Settings::defaults();
+        assert_eq!(
+            (
+                s.embedding.provider.as_str(),
+                s.embedding.model.as_str(),
+                s.embedding.dimension
+            ),
+            ("local", LOCAL_MODEL, 384)
+        );
+        let mut keyed = Settings::defaults();
+        keyed.embedding.provider = "auto".into();
+        keyed.embedding.model.clear();
+        keyed.embedding.dimension = 0;
+        keyed.secrets.provider_api_key = Some(Secret::new("sk-x"));
+        keyed.resolve_provider();
+        assert_eq!(
+            (keyed.embedding.provider.as_str(), keyed.embedding.dimension),
+            ("openai", 1536)
+        );
     }
 
     #[test]

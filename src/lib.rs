@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod fault;
 pub mod http;
 pub mod messages;
 pub mod metrics;

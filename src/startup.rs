@@ -14,7 +14,7 @@ use crate::actors::{
 };
 use crate::config::Settings;
 use crate::http::{AppState, router};
-use crate::providers::{Embedder, OpenAiEmbedder, ProviderError};
+use crate::providers::{Embedder, LocalEmbedder, OpenAiEmbedder, ProviderError};
 use crate::queue::{
     BudgetLimits, ConsumerLease, Keys, PIPELINE_GROUP, PLANNER_GROUP, PlanScripts, QueueError,
     RateBudget, RedisConnections, RetrySet, StreamAcker, consumer_identity,
@@ -83,14 +83,52 @@ impl Application {
             spawn_lease_renewal(lease, shutdown.clone());
         }
 
-        let embedder: Arc<dyn Embedder> = Arc::new(OpenAiEmbedder::new(
-            &settings.embedding,
-            settings.secrets.provider_api_key.clone(),
-        )?);
+        let embedder: Arc<dyn Embedder> = match settings.embedding.provider.as_str() {
+            "local" => {
+                let dir = std::path::Path::new(&settings.embedding.model_dir);
+                let embedder = tokio::task::spawn_blocking({
+                    let dir = dir.to_owned();
+                    let threads = settings.embedding.threads;
+                    move || LocalEmbedder::load(&dir, threads)
+                })
+                .await
+                .map_err(|e| StartupError::Spawn(e.to_string()))??;
+                Arc::new(embedder)
+            }
+            _ => Arc::new(OpenAiEmbedder::new(
+                &settings.embedding,
+                settings.secrets.provider_api_key.clone(),
+            )?),
+        };
         let vectors =
             crate::vectors::open(&settings.vectors, settings.secrets.qdrant_api_key.as_ref())
                 .await?;
         vectors.ensure_collection(embedder.dimension()).await?;
+        tracing::info!(
+            "database: {} ({})",
+            store.backend().as_str(),
+            redact_url(&settings.database.url)
+        );
+        tracing::info!(
+            "queue: redis {} (prefix {})",
+            redact_url(&settings.redis.url),
+            settings.redis.prefix
+        );
+        tracing::info!(
+            "vectors: {} ({})",
+            vectors.backend(),
+            if settings.vectors.backend == "qdrant" {
+                redact_url(&settings.vectors.url)
+            } else {
+                format!("{}/{}", settings.vectors.path, settings.vectors.collection)
+            }
+        );
+        tracing::info!(
+            "embeddings: {} {} ({} dimensions)",
+            settings.embedding.provider,
+            embedder.model(),
+            embedder.dimension()
+        );
 
         let block = Duration::from_millis(settings.queue.block_ms);
         let job_intake_health = Arc::new(IntakeHealth::default());
@@ -295,6 +333,18 @@ impl Application {
             Some(reason) => Err(StartupError::Escalated(reason)),
             None => Ok(()),
         }
+    }
+}
+
+/// A URL without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***@{}", &url[..scheme + 3], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 

@@ -19,6 +19,7 @@ fn daemon_env(db: &str, prefix: &str, vectors: &std::path::Path) -> Vec<(String,
     [
         ("EMBEDQ__DATABASE__URL", db),
         ("EMBEDQ__VECTORS__PATH", vectors.as_str()),
+        ("EMBEDQ__EMBEDDING__PROVIDER", "openai"),
         ("EMBEDQ__EMBEDDING__DIMENSION", "8"),
         ("EMBEDQ__EMBEDDING__BASE_URL", provider.as_str()),
         ("EMBEDQ__REDIS__URL", &redis_url()),

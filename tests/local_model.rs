@@ -2,8 +2,9 @@
 //! and an independent numpy implementation (`scripts/minilm_reference.py`, whose output is
 //! `tests/data/minilm_reference.json`).
 //!
-//! Needs the model files in `$EMBEDQ_MODEL_DIR` or `data/models/all-minilm-l6-v2`: run
-//! `cargo run -- fetch-model` first (CI does). Without them these tests fail, on purpose.
+//! Uses the model files in `$EMBEDQ_MODEL_DIR` or `data/models/all-minilm-l6-v2`, fetching them
+//! there first (as `embedq fetch-model` does) when they are missing. If they cannot be had these
+//! tests fail, on purpose: they never skip.
 
 use embedq::providers::model_files::{self, ModelFilesError};
 use embedq::providers::{Embedder, LocalEmbedder, ProviderError};
@@ -20,18 +21,26 @@ fn model_dir() -> PathBuf {
     }
 }
 
-/// The model directory; fails the test (never skips it) when the files are not there.
+/// The model directory, fetched once (the same `embedq fetch-model` step a user runs) when the
+/// files are not there; fails the test (never skips it) when they cannot be had.
 fn required_model_dir() -> PathBuf {
-    let dir = model_dir();
-    let missing = model_files::missing_files(&dir);
-    assert!(
-        missing.is_empty(),
-        "the local model's files are missing in {} ({}): run `cargo run -- fetch-model` \
-         (or set EMBEDQ_MODEL_DIR to a directory holding them)",
-        dir.display(),
-        missing.join(", ")
-    );
-    dir
+    static FETCHED: OnceLock<PathBuf> = OnceLock::new();
+    FETCHED
+        .get_or_init(|| {
+            let dir = model_dir();
+            if !model_files::missing_files(&dir).is_empty() {
+                eprintln!("fetching the local model into {}", dir.display());
+                if let Err(e) = model_files::fetch(&dir) {
+                    panic!(
+                        "the local model's files are missing in {} and fetching them failed: {e} \
+                         (set EMBEDQ_MODEL_DIR to a directory holding them)",
+                        dir.display()
+                    );
+                }
+            }
+            dir
+        })
+        .clone()
 }
 
 fn embedder() -> &'static LocalEmbedder {

@@ -101,6 +101,10 @@ async fn cancel_mid_job_keeps_counters_true(backend: Backend) {
         .post_json(&format!("/v1/jobs/{job}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 409, "{again}");
+    app.check_invariants(&[&job], Some(&mock)).await.print(
+        &format!("{backend:?} cancel mid-job"),
+        "0 expected: queued work of the cancelled job is dropped, not redone",
+    );
     app.stop().await;
 }
 
@@ -198,6 +202,7 @@ async fn dead_letters_are_listed_and_requeued(backend: Backend) {
         (Some(1), Some(1))
     );
     let requeue_job = answer["jobs"][0].as_str().unwrap().to_owned();
+    let mut requeue_jobs = vec![requeue_job.clone()];
     let done = app
         .wait_finished(&requeue_job, Duration::from_secs(30))
         .await;
@@ -210,12 +215,19 @@ async fn dead_letters_are_listed_and_requeued(backend: Backend) {
         .post_json("/v1/dead-letters/requeue", &json!({"job_id": job}))
         .await;
     assert_eq!(answer["requeued"], 1);
+    requeue_jobs.push(answer["jobs"][0].as_str().unwrap().to_owned());
     let done = app
         .wait_finished(answer["jobs"][0].as_str().unwrap(), Duration::from_secs(30))
         .await;
     assert_eq!(done["state"], "COMPLETED");
     assert_eq!(app.get("/v1/dead-letters").await.1["total"], 0);
     assert_eq!(app.status_counts().await.get("COMPLETED"), Some(&8));
+    // The first job's dead letters were requeued away on purpose: check the requeue jobs.
+    let checked: Vec<&str> = requeue_jobs.iter().map(String::as_str).collect();
+    app.check_invariants(&checked, Some(&mock)).await.print(
+        &format!("{backend:?} dead letters requeued"),
+        "0 expected: a refused input embeds nothing",
+    );
     for (body, want) in [
         (json!({}), 422),
         (json!({"all": true, "job_id": job}), 422),

@@ -150,6 +150,12 @@ async fn ten_thousand_items_are_embedded_once_and_counted_once(backend: Backend)
     assert_eq!(mock.audit().requests, audit.requests + 1);
     assert_points_match(&app, &["it-000042".to_string()]).await;
     assert_eq!(app.vectors.count().await.unwrap(), N as u64);
+    app.check_invariants(&[&job, &again, &third], Some(&mock))
+        .await
+        .print(
+            &format!("{backend:?} 10,000 items, twice, then one changed"),
+            "0 expected: nothing fails, unchanged content is skipped",
+        );
     app.stop().await;
 }
 
@@ -197,6 +203,10 @@ async fn transient_faults_are_retried_within_the_attempt_limit(backend: Backend)
         audit.by_status
     );
     assert_eq!(app.vectors.count().await.unwrap(), N as u64);
+    app.check_invariants(&[&job], Some(&mock)).await.print(
+        &format!("{backend:?} 5xx, hangs and broken bodies"),
+        "the inputs of requests the provider embedded but whose answer was lost (time-out) or broken",
+    );
     app.stop().await;
 }
 
@@ -254,6 +264,10 @@ async fn a_bad_key_pauses_intake_without_burning_attempts(backend: Backend) {
     );
     assert_eq!(app.max_attempts().await, 1);
     assert_eq!(app.get("/readyz").await.0, 200);
+    app.check_invariants(&[&job], Some(&mock)).await.print(
+        &format!("{backend:?} bad key, then resumed"),
+        "0 expected: a 401 embeds nothing",
+    );
     app.stop().await;
 }
 
@@ -335,6 +349,10 @@ async fn over_token_inputs_fail_once_with_the_reason(backend: Backend) {
     // Never retried: the provider saw the long input at most in one batch and once alone.
     let refused = audit.by_status.get(&400).copied().unwrap_or(0);
     assert!((1..=2).contains(&refused), "{:?}", audit.by_status);
+    app.check_invariants(&[&job], Some(&mock)).await.print(
+        &format!("{backend:?} over-token 400"),
+        "0 expected: the refused batch embedded nothing; its inputs are sent again one by one",
+    );
     app.stop().await;
 }
 
@@ -359,6 +377,10 @@ async fn a_429_storm_is_obeyed(backend: Backend) {
     assert_eq!(audit.by_status.get(&429), Some(&6));
     assert!(app.max_attempts().await <= app.settings.retry.max_retries as i64 + 1);
     assert!(app.dead_letters().await.is_empty());
+    app.check_invariants(&[&job], Some(&mock)).await.print(
+        &format!("{backend:?} 6 × 429"),
+        "0 expected: a 429 embeds nothing",
+    );
     app.stop().await;
 }
 
@@ -410,6 +432,73 @@ async fn search_returns_the_nearest_items(backend: Backend) {
     app.stop().await;
 }
 
+async fn a_job_added_straight_to_redis_is_recorded_and_embedded(backend: Backend) {
+    let mock = MockProvider::start(script()).await;
+    let app = app_with(backend, &mock, |_| {}).await;
+    app.seed_items("ctx", "it", 40).await;
+    let job = uuid::Uuid::now_v7().to_string();
+    let mut conn = app.redis.clone();
+    let jobs = app.keys.jobs_stream();
+    // What a producer without HTTP writes (README, "Enqueueing from a web backend"), twice:
+    // the second delivery of the same job id must not make a second job.
+    for _ in 0..2 {
+        let _: String = redis::cmd("XADD")
+            .arg(&jobs)
+            .arg("*")
+            .arg("v")
+            .arg("1")
+            .arg("job_id")
+            .arg(&job)
+            .arg("scope")
+            .arg(r#"{"type":"context","context_id":"ctx"}"#)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    // A scope that does not parse is dead-lettered with the reason, and makes no job.
+    let bad = uuid::Uuid::now_v7().to_string();
+    let _: String = redis::cmd("XADD")
+        .arg(&jobs)
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("job_id")
+        .arg(&bad)
+        .arg("scope")
+        .arg(r#"{"type":"everything"}"#)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let recorded = wait_until(Duration::from_secs(10), || async {
+        app.get(&format!("/v1/jobs/{job}")).await.0 == 200
+    })
+    .await;
+    assert!(recorded, "the planner did not record the job");
+    let done = app.wait_finished(&job, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["total"], 40, "{done}");
+    assert_eq!(done["completed"], 40, "{done}");
+    assert_eq!(app.get(&format!("/v1/jobs/{bad}")).await.0, 404);
+    let (_, listed) = app.get("/v1/jobs").await;
+    assert_eq!(
+        listed["jobs"].as_array().map(|j| j.len()),
+        Some(1),
+        "{listed}"
+    );
+    let ok = wait_until(Duration::from_secs(10), || async {
+        let (_, dead) = app.get("/v1/dead-letters").await;
+        dead.to_string().contains("scope")
+    })
+    .await;
+    assert!(ok, "the bad scope was not dead-lettered with its reason");
+    let ids: Vec<String> = (0..40).map(|i| format!("it-{i:06}")).collect();
+    assert_points_match(&app, &ids).await;
+    let audit = mock.audit();
+    assert_eq!(audit.inputs_embedded, 40);
+    assert_eq!(audit.duplicates(), 0);
+    app.stop().await;
+}
+
 on_both_backends!(
     ten_thousand_items_are_embedded_once_and_counted_once,
     transient_faults_are_retried_within_the_attempt_limit,
@@ -417,4 +506,5 @@ on_both_backends!(
     over_token_inputs_fail_once_with_the_reason,
     a_429_storm_is_obeyed,
     search_returns_the_nearest_items,
+    a_job_added_straight_to_redis_is_recorded_and_embedded,
 );

@@ -105,6 +105,7 @@ fn record_request(
         Err(ProviderError::Transient {
             rate_limited: true, ..
         }) => "rate_limited",
+        Err(e) if e.is_unreachable() => "unreachable",
         Err(ProviderError::Transient { .. }) => "transient",
         Err(ProviderError::InvalidInput { .. }) => "invalid_input",
         Err(ProviderError::Fatal { .. }) => "fatal",
@@ -147,22 +148,27 @@ pub async fn process_task(ctx: &WorkerContext, task: &TaskMessage) -> Settlement
         return Settlement {
             job_id: task.job_id,
             outcomes: Vec::new(),
-            retry: None,
+            retries: Vec::new(),
             fatal: None,
         };
     }
     let ids: Vec<ItemId> = task.items.iter().map(|i| i.id.clone()).collect();
-    let rows = match ctx.store.load_task_items(&ids).await {
+    let loaded = match crate::fault::fault_store!(&ctx.pool, "embedding_worker") {
+        Some(reason) => Err(reason),
+        None => ctx
+            .store
+            .load_task_items(&ids)
+            .await
+            .map_err(|e| e.to_string()),
+    };
+    let rows = match loaded {
         Ok(rows) => rows,
         Err(e) => {
-            // The database is down: the whole task tries again later.
-            let reason = format!("loading items: {e}");
-            let outcomes = task
-                .items
-                .iter()
-                .map(|i| transient(ctx, i, &reason))
-                .collect();
-            return settle(ctx, task, outcomes, Duration::ZERO, None, Vec::new());
+            // The database is down: nothing was tried, so no attempt is used; the whole task
+            // comes back after a wait (its settlement is committed once the database is back).
+            tracing::warn!(error = %e, "could not load the task's items; it comes back later");
+            let wait = Duration::from_millis(ctx.retry.base_backoff_ms) + backoff(&ctx.retry, 1);
+            return settle(ctx, task, Vec::new(), wait, None, task.items.clone());
         }
     };
     let mut by_id: HashMap<String, TaskItemRow> =
@@ -298,6 +304,14 @@ pub async fn process_task(ctx: &WorkerContext, task: &TaskMessage) -> Settlement
                     }
                 }
             }
+            Err(error) if error.is_unreachable() => {
+                // The request never reached the provider: no attempt is used. The limiter
+                // holds everyone (longer while it stays unreachable); this request goes
+                // again when a permit comes.
+                tracing::debug!(%error, "provider unreachable; the request waits for the next permit");
+                permit.release(CallOutcome::Unreachable);
+                requests.push_front((indices, tokens));
+            }
             Err(error) => {
                 if matches!(error, ProviderError::Fatal { .. }) {
                     // Before the permit goes back, so no waiting worker sends another request.
@@ -377,24 +391,26 @@ fn settle(
         .collect();
     let highest = retry_items.iter().map(|i| i.attempt).max().unwrap_or(0);
     retry_items.extend(unattempted);
-    let retry = (!retry_items.is_empty()).then(|| {
+    let retries = if retry_items.is_empty() {
+        Vec::new()
+    } else {
         let wait = if highest == 0 {
-            Duration::ZERO
+            server_wait
         } else {
             backoff(&ctx.retry, highest - 1).max(server_wait)
         };
-        (
+        vec![(
             TaskMessage {
                 job_id: task.job_id,
                 items: retry_items,
             },
             wait,
-        )
-    });
+        )]
+    };
     Settlement {
         job_id: task.job_id,
         outcomes,
-        retry,
+        retries,
         fatal,
     }
 }
@@ -432,6 +448,10 @@ impl Actor for EmbeddingWorker {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             WorkerMsg::Work { entry_id, task } => {
+                crate::fault::fault_point!(
+                    _myself,
+                    &task.items.iter().map(|i| i.id.as_str()).collect::<Vec<_>>()
+                );
                 let span = tracing::info_span!("worker.task", worker = state.index, job = %task.job_id, items = task.items.len());
                 let settlement = process_task(&state.ctx, &task).instrument(span).await;
                 match ActorRef::<PoolMsg>::where_is(state.ctx.pool.clone()) {

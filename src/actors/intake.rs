@@ -7,6 +7,11 @@
 //! (XAUTOCLAIM), re-reads its own pending entries when the downstream restarted, dead-letters
 //! entries that do not decode, and rides out Redis restarts: errors back off and retry, and a
 //! vanished group is recreated. It never blocks longer than `block` without looking up.
+//!
+//! Every entry held in memory anywhere downstream (a live [`Delivery`], queued in the pool, in a
+//! worker or in the status writer's batch) has its claim kept alive on a timer, so no other
+//! consumer reclaims work in progress however long it takes; and an entry held is never
+//! delivered a second time.
 
 use crate::messages::StreamMessage;
 use crate::queue::{Delivery, RawEntry, StreamAcker, StreamConsumer};
@@ -53,6 +58,8 @@ pub enum IntakeMsg {
     Redeliver,
     Pause,
     Resume,
+    /// Renew the claims on the entries held downstream (self-sent on a timer).
+    KeepAlive,
 }
 
 /// Everything an intake needs; cloned again for each restart.
@@ -81,6 +88,7 @@ pub struct IntakeState {
     paused: bool,
     next_reclaim: Instant,
     backoff: Duration,
+    keep_alive: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The intake actor for messages `M`, delivering `D: From<Delivery<M>>` downstream.
@@ -94,6 +102,19 @@ impl<M, D> Default for Intake<M, D> {
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Own pending entries read per page when redelivering.
+const REDELIVER_PAGE: usize = 256;
+
+/// How often idle entries are looked for: often enough that work left by a dead consumer is
+/// taken soon after its visibility timeout, cheap enough to not matter (one XAUTOCLAIM).
+fn reclaim_period(visibility_timeout: Duration) -> Duration {
+    (visibility_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(5))
+}
+
+/// How often the claims on held entries are renewed.
+fn keep_alive_period(visibility_timeout: Duration) -> Duration {
+    (visibility_timeout / 3).max(Duration::from_millis(100))
+}
 
 impl<M, D> Intake<M, D>
 where
@@ -132,7 +153,7 @@ where
         if Instant::now() >= state.next_reclaim {
             entries = state.consumer.reclaim_idle(room).await?;
             if state.consumer.reclaim_scan_complete() || entries.is_empty() {
-                state.next_reclaim = Instant::now() + state.args.visibility_timeout / 2;
+                state.next_reclaim = Instant::now() + reclaim_period(state.args.visibility_timeout);
             }
         }
         let reclaimed = entries.len();
@@ -143,6 +164,7 @@ where
     }
 
     /// Decodes and hands on each entry with one credit; dead-letters what does not decode.
+    /// Entries already held downstream are left to their holder.
     async fn dispatch(
         state: &mut IntakeState,
         entries: Vec<RawEntry>,
@@ -151,11 +173,16 @@ where
         for entry in entries {
             match M::decode(&entry.fields) {
                 Ok(message) => {
+                    let Some(held) = state.args.acker.hold(&entry.id) else {
+                        tracing::debug!(entry = %entry.id, "entry already held; not delivered again");
+                        continue;
+                    };
                     let delivery = Delivery {
                         entry_id: entry.id,
                         message,
                         acker: state.args.acker.clone(),
                         _credit: permits.pop(),
+                        _held: Some(held),
                     };
                     deliver::<D>(&state.args.downstream, D::from(delivery));
                     state.args.health.update(|h| h.delivered += 1);
@@ -218,6 +245,9 @@ where
             args.visibility_timeout,
         );
         let paused = args.health.snapshot().paused;
+        let keep_alive = myself.send_interval(keep_alive_period(args.visibility_timeout), || {
+            IntakeMsg::KeepAlive
+        });
         let mut state = IntakeState {
             args,
             consumer,
@@ -225,9 +255,25 @@ where
             paused,
             next_reclaim: Instant::now(),
             backoff: MIN_BACKOFF,
+            keep_alive: Some(keep_alive),
         };
+        // Entries this consumer read before a crash of this actor (or, under a configured
+        // name, before a restart of the daemon) and that nobody holds: deliver them again now
+        // rather than after a visibility timeout.
+        let _ = myself.cast(IntakeMsg::Redeliver);
         Self::schedule_poll(&myself, &mut state);
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(handle) = state.keep_alive.take() {
+            handle.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -236,6 +282,7 @@ where
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::fault_point!(myself);
         match message {
             IntakeMsg::Poll => {
                 state.poll_scheduled = false;
@@ -273,23 +320,59 @@ where
                 Self::schedule_poll(&myself, state);
             }
             IntakeMsg::Redeliver => {
-                let room = state.args.credits.available_permits().max(1);
-                match state.consumer.read_own_pending(room).await {
-                    Ok(entries) => {
-                        tracing::info!(stream = %state.args.stream, count = entries.len(), "redelivering this consumer's pending entries");
-                        let mut permits = Vec::new();
-                        for _ in 0..entries.len() {
-                            match state.args.credits.clone().try_acquire_owned() {
-                                Ok(p) => permits.push(p),
-                                Err(_) => break,
+                // This consumer's pending entries that no live delivery holds, page by page.
+                let room = state.args.credits.available_permits();
+                let mut entries: Vec<RawEntry> = Vec::new();
+                let mut after = "0".to_owned();
+                while entries.len() < room {
+                    match state
+                        .consumer
+                        .read_own_pending_after(&after, REDELIVER_PAGE)
+                        .await
+                    {
+                        Ok(page) => {
+                            let Some(last) = page.last() else { break };
+                            after = last.id.clone();
+                            let full = page.len() >= REDELIVER_PAGE;
+                            entries.extend(
+                                page.into_iter()
+                                    .filter(|e| !state.args.acker.is_held(&e.id)),
+                            );
+                            if !full {
+                                break;
                             }
                         }
-                        // Entries beyond the credits stay pending and are reclaimed later.
-                        let entries = entries.into_iter().take(permits.len()).collect();
-                        Self::dispatch(state, entries, permits).await;
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not read pending entries; they will be reclaimed");
+                            break;
+                        }
                     }
+                }
+                if !entries.is_empty() {
+                    tracing::info!(stream = %state.args.stream, count = entries.len(), "redelivering this consumer's pending entries");
+                }
+                let mut permits = Vec::new();
+                for _ in 0..entries.len() {
+                    match state.args.credits.clone().try_acquire_owned() {
+                        Ok(p) => permits.push(p),
+                        Err(_) => break,
+                    }
+                }
+                // Entries beyond the credits stay pending and are reclaimed later.
+                entries.truncate(permits.len());
+                Self::dispatch(state, entries, permits).await;
+            }
+            IntakeMsg::KeepAlive => {
+                let held = state.args.acker.held();
+                match state.args.acker.keep_alive(&held).await {
+                    Ok(lost) if !lost.is_empty() => tracing::warn!(
+                        stream = %state.args.stream,
+                        ?lost,
+                        "entries held here were claimed by another consumer; both may process them, each item is counted once"
+                    ),
+                    Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "could not read pending entries; they will be reclaimed")
+                        tracing::warn!(error = %e, "could not renew the claims on held entries")
                     }
                 }
             }

@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 pub enum PlannerMsg {
-    /// A job message from the intake.
-    Plan(Delivery<JobMessage>),
+    /// A job message from the intake (boxed: a delivery is large beside the other messages).
+    Plan(Box<Delivery<JobMessage>>),
     /// Plan the next page (self-sent; at most one is outstanding).
     Step,
     /// Renew the claim on the job entries held (self-sent on a timer).
@@ -27,7 +27,7 @@ pub enum PlannerMsg {
 
 impl From<Delivery<JobMessage>> for PlannerMsg {
     fn from(d: Delivery<JobMessage>) -> Self {
-        Self::Plan(d)
+        Self::Plan(Box::new(d))
     }
 }
 
@@ -86,6 +86,9 @@ pub enum PlanError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A fault injected by the test harness (feature `fault-injection`).
+    #[error("{0}")]
+    Injected(String),
 }
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -126,7 +129,15 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
         };
         let job_id = delivery.message.job_id;
         tracing::Span::current().record("job", tracing::field::display(job_id));
-        let outcome = match args.store.get_job(job_id).await? {
+        let job = match (args.store.get_job(job_id).await?, &delivery.message.scope) {
+            (None, Some(scope)) => Some(
+                args.store
+                    .record_job_from_stream(job_id, scope, &args.model)
+                    .await?,
+            ),
+            (job, _) => job,
+        };
+        let outcome = match job {
             None => Some("unknown job"),
             Some(job) if job.state.is_final() => Some("job already final"),
             Some(job) if job.planned_at.is_some() => Some("job already planned"),
@@ -294,16 +305,21 @@ impl Actor for Planner {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::fault_point!(myself);
         match message {
             PlannerMsg::Plan(delivery) => {
                 if !Self::holds(state, &delivery.entry_id) {
-                    state.queue.push_back(delivery);
+                    state.queue.push_back(*delivery);
                 }
                 Self::schedule_step(&myself, state, Duration::ZERO);
             }
             PlannerMsg::Step => {
                 state.step_scheduled = false;
-                match step(state).await {
+                let result = match crate::fault::fault_store!(myself) {
+                    Some(reason) => Err(PlanError::Injected(reason)),
+                    None => step(state).await,
+                };
+                match result {
                     Ok(StepOutcome::Idle) => {}
                     Ok(StepOutcome::Throttled) => {
                         Self::schedule_step(&myself, state, THROTTLE_WAIT);

@@ -3,6 +3,9 @@
 //! [`crate::queue::RateBudget`]) and this daemon's concurrency limit, which adapts like
 //! Vector's adaptive request concurrency: +1 per window of successes, halved on a 429, a 5xx or
 //! a time-out. A 429 also holds every worker of every daemon for the provider's `Retry-After`.
+//! A provider that cannot be reached at all (connections refused) opens a circuit: every worker
+//! of every daemon is held for a wait that doubles while it stays unreachable, so an outage
+//! costs a probe request now and then instead of a request per waiting task.
 //! Waiters are served in arrival order.
 
 use crate::providers::RateLimitHints;
@@ -24,6 +27,8 @@ pub enum CallOutcome {
     },
     /// A 5xx, a time-out or a reset: the provider is struggling; back off concurrency.
     Overloaded,
+    /// No connection could be made: hold everyone, longer each time in a row.
+    Unreachable,
     /// Anything else (invalid input, fatal, or a dropped permit): no signal about load.
     Neutral,
 }
@@ -69,6 +74,8 @@ pub struct RateLimiterStatus {
     pub waiting: usize,
     pub rate_limited: u64,
     pub last_wait_ms: u64,
+    /// Since when the provider cannot be reached (ms since the epoch), while it cannot.
+    pub provider_unreachable_since_ms: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -86,6 +93,8 @@ pub struct RateLimiterState {
     waiters: VecDeque<(u64, RpcReplyPort<Permit>)>,
     tick_scheduled: bool,
     last_decrease: Option<Instant>,
+    /// Unreachable outcomes in a row (the circuit's hold doubles with each).
+    unreachable_streak: u32,
 }
 
 pub struct RateLimiter;
@@ -94,6 +103,9 @@ pub struct RateLimiter;
 const DEFAULT_HOLD: Duration = Duration::from_secs(1);
 /// Concurrency is halved at most this often.
 const DECREASE_COOLDOWN: Duration = Duration::from_secs(1);
+/// The first hold when the provider is unreachable; it doubles up to [`MAX_UNREACHABLE_HOLD`].
+const UNREACHABLE_HOLD: Duration = Duration::from_millis(200);
+const MAX_UNREACHABLE_HOLD: Duration = Duration::from_secs(2);
 
 impl RateLimiter {
     async fn pump(myself: &ActorRef<RateLimiterMsg>, state: &mut RateLimiterState) {
@@ -105,7 +117,16 @@ impl RateLimiter {
             if state.in_flight >= state.limit.floor().max(1.0) as usize {
                 break;
             }
-            match state.args.budget.take(*tokens).await {
+            let taken = match crate::fault::fault_store!(myself) {
+                Some(reason) => Err(reason),
+                None => state
+                    .args
+                    .budget
+                    .take(*tokens)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            match taken {
                 Ok(None) => {
                     let (_, reply) = state.waiters.pop_front().expect("front exists");
                     state.in_flight += 1;
@@ -194,6 +215,7 @@ impl Actor for RateLimiter {
             waiters: VecDeque::new(),
             tick_scheduled: false,
             last_decrease: None,
+            unreachable_streak: 0,
         })
     }
 
@@ -203,6 +225,7 @@ impl Actor for RateLimiter {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::fault_point!(myself);
         match message {
             RateLimiterMsg::Acquire { tokens, reply } => {
                 state.waiters.push_back((tokens, reply));
@@ -212,6 +235,18 @@ impl Actor for RateLimiter {
             }
             RateLimiterMsg::Release(outcome) => {
                 state.in_flight = state.in_flight.saturating_sub(1);
+                if !matches!(outcome, CallOutcome::Unreachable | CallOutcome::Neutral)
+                    && state.unreachable_streak > 0
+                {
+                    state.unreachable_streak = 0;
+                    state
+                        .args
+                        .status
+                        .lock()
+                        .expect("status")
+                        .provider_unreachable_since_ms = None;
+                    tracing::info!("the provider can be reached again");
+                }
                 match &outcome {
                     CallOutcome::Success(hints) => {
                         let max = state.args.max_concurrency as f64;
@@ -228,6 +263,26 @@ impl Actor for RateLimiter {
                         Self::apply_hints(state, hints).await;
                     }
                     CallOutcome::Overloaded => Self::decrease(state),
+                    CallOutcome::Unreachable => {
+                        Self::decrease(state);
+                        let wait = UNREACHABLE_HOLD
+                            .saturating_mul(1 << state.unreachable_streak.min(8))
+                            .min(MAX_UNREACHABLE_HOLD);
+                        state.unreachable_streak = state.unreachable_streak.saturating_add(1);
+                        {
+                            let mut status = state.args.status.lock().expect("status");
+                            if status.provider_unreachable_since_ms.is_none() {
+                                status.provider_unreachable_since_ms =
+                                    Some(crate::domain::now_millis());
+                                tracing::warn!(
+                                    "the provider cannot be reached; holding every worker until it can"
+                                );
+                            }
+                        }
+                        if let Err(e) = state.args.budget.hold(wait).await {
+                            tracing::warn!(error = %e, "could not share the hold");
+                        }
+                    }
                     CallOutcome::Neutral => {}
                 }
                 if !state.tick_scheduled {

@@ -54,6 +54,7 @@ impl Actor for RetryScheduler {
         _message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::fault_point!(_myself);
         match state.retries.move_due(BATCH).await {
             Ok(0) => {}
             Ok(moved) => tracing::debug!(moved, "retries due moved to the tasks stream"),

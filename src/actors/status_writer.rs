@@ -1,15 +1,17 @@
 //! Status writer: commits settlements in batches and only then acknowledges their stream
-//! entries. Order of one flush: retries into the retry set, then one SQL transaction (item rows,
-//! per-job outcomes counted once, job counters, finished jobs), then acknowledgement with the
-//! dead letters of items that ended FAILED. A crash anywhere before the acknowledgement leaves
-//! the entries pending; they are processed again and, thanks to the per-job outcome rows,
-//! counted once.
+//! entries. Order of one flush: one SQL transaction (item rows, per-job outcomes counted once,
+//! job counters, finished jobs), then retries into the retry set, then acknowledgement with the
+//! dead letters of the items this commit counted FAILED. A crash anywhere before the
+//! acknowledgement leaves the entries pending; they are processed again and, thanks to the
+//! per-job outcome rows, counted once. A committed batch whose retries or acknowledgement
+//! failed (Redis down) is kept and finished later, without committing it again, so each item
+//! that ends FAILED gets exactly one dead letter.
 
-use crate::domain::ItemId;
 use crate::messages::{OutcomeKind, Settlement, TaskMessage};
 use crate::queue::{DeadItem, Delivery, RetrySet};
-use crate::store::Store;
+use crate::store::{CommitReport, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashSet;
 use std::time::Duration;
 
 pub enum StatusMsg {
@@ -32,9 +34,19 @@ pub struct StatusWriterArgs {
     pub flush_every: Duration,
 }
 
+type Batch = Vec<(Delivery<TaskMessage>, Settlement)>;
+
+/// A batch committed to SQL whose retries or acknowledgement are still to be done.
+struct Committed {
+    batch: Batch,
+    dead: Vec<DeadItem>,
+    retries_scheduled: bool,
+}
+
 pub struct StatusWriterState {
     args: StatusWriterArgs,
-    batch: Vec<(Delivery<TaskMessage>, Settlement)>,
+    batch: Batch,
+    committed: Option<Committed>,
     flush_scheduled: bool,
     backoff: Duration,
 }
@@ -52,21 +64,9 @@ impl StatusWriter {
     }
 }
 
-/// One flush. Returns an error (and keeps the batch) when anything before the acknowledgement
-/// failed.
-#[tracing::instrument(name = "status.flush", skip_all, fields(tasks = batch.len()))]
-async fn flush(
-    args: &StatusWriterArgs,
-    batch: &[(Delivery<TaskMessage>, Settlement)],
-) -> Result<(), String> {
-    for (_, settlement) in batch {
-        if let Some((task, wait)) = &settlement.retry {
-            args.retries
-                .schedule(task, *wait)
-                .await
-                .map_err(|e| format!("scheduling a retry: {e}"))?;
-        }
-    }
+/// Commits a batch in one transaction and records what it counted.
+#[tracing::instrument(name = "status.commit", skip_all, fields(tasks = batch.len()))]
+async fn commit(args: &StatusWriterArgs, batch: &Batch) -> Result<CommitReport, String> {
     let refs: Vec<(crate::domain::JobId, &[crate::messages::ItemOutcome])> = batch
         .iter()
         .map(|(_, s)| (s.job_id, s.outcomes.as_slice()))
@@ -106,26 +106,81 @@ async fn flush(
             metrics::counter!("embedq_jobs_total", "state" => record.state.as_str()).increment(1);
         }
     }
-    let dead: Vec<DeadItem> = batch
-        .iter()
-        .flat_map(|(_, s)| {
-            s.outcomes.iter().filter_map(move |o| match &o.kind {
-                OutcomeKind::Failed { reason } => Some(DeadItem {
-                    job_id: s.job_id.to_string(),
-                    item_id: ItemId::as_str(&o.item_id).to_owned(),
+    Ok(report)
+}
+
+/// The dead letters of a committed batch: one per FAILED outcome the commit counted (a failure
+/// reported twice, by two copies of a task, is counted once and dead-lettered once).
+fn dead_letters(batch: &Batch, report: &CommitReport) -> Vec<DeadItem> {
+    let mut counted: HashSet<(String, String)> = report.newly_failed.iter().cloned().collect();
+    let mut dead = Vec::new();
+    for (_, s) in batch {
+        let job = s.job_id.to_string();
+        for o in &s.outcomes {
+            if let OutcomeKind::Failed { reason } = &o.kind
+                && counted.remove(&(job.clone(), o.item_id.as_str().to_owned()))
+            {
+                dead.push(DeadItem {
+                    job_id: job.clone(),
+                    item_id: o.item_id.as_str().to_owned(),
                     attempts: o.attempts,
                     reason: reason.clone(),
-                }),
-                _ => None,
-            })
-        })
+                });
+            }
+        }
+    }
+    dead
+}
+
+/// Schedules the retries of a committed batch (after the commit: a retry never overtakes the
+/// outcome that sent it), then acknowledges its entries with its dead letters.
+async fn finish_with(retries: &RetrySet, committed: &mut Committed) -> Result<(), String> {
+    if !committed.retries_scheduled {
+        for (_, settlement) in &committed.batch {
+            for (task, wait) in &settlement.retries {
+                retries
+                    .schedule(task, *wait)
+                    .await
+                    .map_err(|e| format!("scheduling a retry: {e}"))?;
+            }
+        }
+        committed.retries_scheduled = true;
+    }
+    let ids: Vec<String> = committed
+        .batch
+        .iter()
+        .map(|(d, _)| d.entry_id.clone())
         .collect();
-    let ids: Vec<String> = batch.iter().map(|(d, _)| d.entry_id.clone()).collect();
-    if let Some((delivery, _)) = batch.first()
-        && let Err(e) = delivery.acker.ack_settled(&ids, &dead).await
-    {
-        // Committed but not acknowledged: the entries come back and are counted once.
-        tracing::warn!(error = %e, "could not acknowledge settled tasks; they will be reclaimed");
+    if let Some((delivery, _)) = committed.batch.first() {
+        delivery
+            .acker
+            .ack_settled(&ids, &committed.dead)
+            .await
+            .map_err(|e| format!("acknowledging: {e}"))?;
+    }
+    Ok(())
+}
+
+/// One flush: first what was committed earlier and not yet acknowledged, then the new batch.
+async fn flush(state: &mut StatusWriterState) -> Result<(), String> {
+    if let Some(committed) = state.committed.as_mut() {
+        finish_with(&state.args.retries, committed).await?;
+        state.committed = None;
+    }
+    if state.batch.is_empty() {
+        return Ok(());
+    }
+    let report = commit(&state.args, &state.batch).await?;
+    let batch = std::mem::take(&mut state.batch);
+    let dead = dead_letters(&batch, &report);
+    let mut committed = Committed {
+        batch,
+        dead,
+        retries_scheduled: false,
+    };
+    if let Err(e) = finish_with(&state.args.retries, &mut committed).await {
+        state.committed = Some(committed);
+        return Err(e);
     }
     Ok(())
 }
@@ -144,6 +199,7 @@ impl Actor for StatusWriter {
             backoff: args.flush_every,
             args,
             batch: Vec::new(),
+            committed: None,
             flush_scheduled: false,
         })
     }
@@ -153,9 +209,10 @@ impl Actor for StatusWriter {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Graceful stop: commit what is held; on failure the entries stay pending.
-        if !state.batch.is_empty() && flush(&state.args, &state.batch).await.is_ok() {
-            state.batch.clear();
+        // Graceful stop: commit and acknowledge what is held; on failure the entries stay
+        // pending.
+        if let Err(e) = flush(state).await {
+            tracing::warn!(error = %e, "could not settle the last batch; its tasks will be taken again");
         }
         Ok(())
     }
@@ -166,6 +223,7 @@ impl Actor for StatusWriter {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::fault_point!(myself);
         match message {
             StatusMsg::Settle(settled) => {
                 let Settled {
@@ -173,7 +231,8 @@ impl Actor for StatusWriter {
                     settlement,
                 } = *settled;
                 state.batch.push((delivery, settlement));
-                if state.batch.len() >= state.args.max_batch {
+                let healthy = state.committed.is_none() && state.backoff == state.args.flush_every;
+                if state.batch.len() >= state.args.max_batch && healthy {
                     let _ = myself.cast(StatusMsg::Flush);
                 } else {
                     let every = state.args.flush_every;
@@ -182,14 +241,15 @@ impl Actor for StatusWriter {
             }
             StatusMsg::Flush => {
                 state.flush_scheduled = false;
-                if state.batch.is_empty() {
+                if state.batch.is_empty() && state.committed.is_none() {
                     return Ok(());
                 }
-                match flush(&state.args, &state.batch).await {
-                    Ok(()) => {
-                        state.batch.clear();
-                        state.backoff = state.args.flush_every;
-                    }
+                let flushed = match crate::fault::fault_store!(myself) {
+                    Some(reason) => Err(reason),
+                    None => flush(state).await,
+                };
+                match flushed {
+                    Ok(()) => state.backoff = state.args.flush_every,
                     Err(e) => {
                         tracing::warn!(error = %e, retry_in = ?state.backoff, "status flush failed; keeping the batch");
                         let wait = state.backoff;

@@ -6,7 +6,7 @@
 //! than `max_restarts` within `restart_window` escalates: the daemon stops with an error so its
 //! orchestrator restarts it, instead of looping.
 
-use super::embedding_pool::{EmbeddingPool, PoolArgs, PoolMsg};
+use super::embedding_pool::{EmbeddingPool, PoolArgs, PoolMsg, PoolStart};
 use super::embedding_worker::{EmbeddingWorker, WorkerArgs};
 use super::intake::{Intake, IntakeArgs, IntakeMsg};
 use super::planner::{Planner, PlannerArgs, PlannerMsg};
@@ -150,6 +150,9 @@ pub struct SupervisorState {
 
 pub struct Supervisor;
 
+/// How long a shutdown waits for the tasks being embedded to finish.
+const SHUTDOWN_DRAIN_DEADLINE: Duration = Duration::from_secs(8);
+
 impl Supervisor {
     async fn spawn_child(
         myself: &ActorRef<SupervisorMsg>,
@@ -190,7 +193,11 @@ impl Supervisor {
                     .get_cell()
             }
             ChildRole::Pool => {
-                Actor::spawn_linked(Some(name.clone()), EmbeddingPool, p.pool.clone(), me)
+                let start = PoolStart {
+                    args: p.pool.clone(),
+                    retry: p.worker.ctx.retry.clone(),
+                };
+                Actor::spawn_linked(Some(name.clone()), EmbeddingPool, start, me)
                     .await?
                     .0
                     .get_cell()
@@ -295,6 +302,16 @@ impl Supervisor {
             return;
         }
         tracing::error!(actor = %role.name(), %reason, "actor failed; restarting it alone");
+        if let ChildRole::Worker(worker) = role
+            && let Some(pool) = state.cells.get(&ChildRole::Pool)
+        {
+            // Settle what it held now, with attempts raised; it gets work again once restarted.
+            let pool: ActorRef<PoolMsg> = pool.clone().into();
+            let _ = pool.cast(PoolMsg::WorkerCrashed {
+                worker,
+                reason: reason.clone(),
+            });
+        }
         metrics::counter!("embedq_actor_restarts_total", "actor" => actor_kind(role)).increment(1);
         state.args.events.publish(
             "actor_restarted",
@@ -370,20 +387,43 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // Upstream first, so nothing new enters; the pool and the status writer drain what
-        // they hold so finished work is committed and acknowledged.
-        let wait = Some(Duration::from_secs(10));
+        // Graceful shutdown. Upstream first, so nothing new enters; the pool lets go of the
+        // tasks it queued and waits (within a deadline) for those its workers are embedding;
+        // the status writer commits what it holds and acknowledges it; finally whatever this
+        // consumer still has pending is released for the next consumer to take at once
+        // rather than after a visibility timeout.
+        let wait = Some(Duration::from_secs(5));
+        let started = Instant::now();
         let mut roles = state.args.pipeline.roles();
         roles.reverse();
+        let mut drained = true;
         for role in roles {
             let Some(cell) = state.cells.remove(&role) else {
                 continue;
             };
             state.children.remove(&cell.get_id());
             let stopped = match role {
-                ChildRole::Pool | ChildRole::StatusWriter => {
-                    cell.drain_and_wait(wait).await.is_ok()
+                ChildRole::Worker(_) if !drained => {
+                    // Still embedding past the deadline: their tasks stay pending.
+                    cell.kill();
+                    true
                 }
+                ChildRole::Pool => {
+                    let pool: ActorRef<PoolMsg> = cell.clone().into();
+                    let answer = pool
+                        .call(PoolMsg::Drain, Some(SHUTDOWN_DRAIN_DEADLINE))
+                        .await;
+                    drained = matches!(answer, Ok(ractor::rpc::CallResult::Success(())));
+                    if !drained {
+                        tracing::warn!(
+                            "tasks in flight did not finish within {SHUTDOWN_DRAIN_DEADLINE:?}; they will be taken again"
+                        );
+                    }
+                    cell.stop_and_wait(Some("shutdown".into()), wait)
+                        .await
+                        .is_ok()
+                }
+                ChildRole::StatusWriter => cell.drain_and_wait(wait).await.is_ok(),
                 _ => cell
                     .stop_and_wait(Some("shutdown".into()), wait)
                     .await
@@ -395,6 +435,27 @@ impl Actor for Supervisor {
             state.args.report.stopped(&role.name());
         }
         myself.stop_children(Some("shutdown".into()));
+        let p = &state.args.pipeline;
+        let mut ackers = vec![&p.job_intake.acker];
+        if p.embed {
+            ackers.push(&p.task_intake.acker);
+        }
+        for acker in ackers {
+            let released = match acker.own_pending(10_000).await {
+                Ok(ids) => acker.release(&ids, p.task_intake.visibility_timeout).await,
+                Err(e) => Err(e),
+            };
+            match released {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(stream = %acker.stream(), released = n, "unfinished entries released for the next consumer")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release unfinished entries; they are reclaimed after the visibility timeout")
+                }
+            }
+        }
+        tracing::info!(took = ?started.elapsed(), "pipeline stopped");
         Ok(())
     }
 

@@ -33,10 +33,14 @@ impl Actor for VectorWriter {
         message: Self::Msg,
         store: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        crate::fault::fault_point!(_myself);
         match message {
             VectorWriterMsg::Upsert { points, reply } => {
                 let count = points.len();
-                let result = store.upsert(points).await;
+                let result = match crate::fault::fault_store!(_myself) {
+                    Some(reason) => Err(crate::vectors::VectorError::Unavailable(reason)),
+                    None => store.upsert(points).await,
+                };
                 if let Err(e) = &result {
                     tracing::warn!(error = %e, count, "vector upsert failed");
                 }

@@ -4,6 +4,7 @@
 //! `anyhow` with the server's reason.
 
 pub mod admin;
+pub mod demo;
 pub mod ingest;
 pub mod jobs;
 

@@ -4,6 +4,7 @@
 use super::ParseError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use utoipa::ToSchema;
 
 const MAX_ID_LEN: usize = 128;
 
@@ -37,8 +38,13 @@ fn truncate_for_message(raw: &str) -> String {
 macro_rules! external_id {
     ($name:ident, $kind:literal) => {
         #[doc = concat!("A ", $kind, " id: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`.")]
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
         #[serde(transparent)]
+        #[schema(
+            description = concat!("A ", $kind, " id: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`."),
+            pattern = "^[A-Za-z0-9._:-]{1,128}$",
+            example = "doc-1"
+        )]
         pub struct $name(String);
 
         impl $name {
@@ -72,7 +78,9 @@ external_id!(ContextId, "context");
 external_id!(ItemId, "item");
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
 pub struct JobId(uuid::Uuid);
 

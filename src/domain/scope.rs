@@ -4,13 +4,16 @@ use super::{ContextId, ItemId};
 use serde::{Deserialize, Serialize};
 
 /// The set of items a job embeds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum JobScope {
     /// Every item of one context.
     Context { context_id: ContextId },
     /// An explicit list of items (sorted and de-duplicated when the job is created).
-    Items { item_ids: Vec<ItemId> },
+    Items {
+        #[schema(min_items = 1)]
+        item_ids: Vec<ItemId>,
+    },
     /// Every item.
     All,
     /// Items whose last attempt ended FAILED.

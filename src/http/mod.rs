@@ -4,10 +4,11 @@
 mod auth;
 mod error;
 mod extract;
+pub mod openapi;
 mod routes;
 mod state;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 pub use state::AppState;
 
 use axum::Router;
@@ -47,6 +48,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/pause", post(routes::control::pause))
         .route("/v1/resume", post(routes::control::resume))
+        // Before the token layer, so that a wrong method without a token is still 401.
+        .method_not_allowed_fallback(routes::health::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -55,6 +58,9 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(routes::dashboard::page))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/openapi.json", get(routes::docs::openapi_json))
+        .route("/docs", get(routes::docs::docs_page))
+        .method_not_allowed_fallback(routes::health::method_not_allowed)
         .merge(admin)
         .fallback(routes::health::not_found)
         .layer(DefaultBodyLimit::max(max_body))

@@ -1,28 +1,71 @@
-//! The message `POST /v1/jobs` puts on the jobs stream: only the job's id. The job itself
-//! (scope, model) is in SQL, so the message costs the same whatever the job's size.
+//! The message on the jobs stream. `POST /v1/jobs` records the job in SQL first and puts only
+//! its id here, so the message costs the same whatever the job's size. A producer that prefers
+//! a plain Redis `XADD` to HTTP writes the scope too, with a job id it chose:
+//!
+//! ```text
+//! XADD embedq:jobs * v 1 job_id 0193b5e2-7a1c-7d3e-9a43-2f1d7c0e5b11 scope {"type":"context","context_id":"docs"}
+//! ```
+//!
+//! and the planner records that job (once, whatever how often the entry is delivered) before
+//! planning it. A scope that does not parse makes the entry malformed: it is dead-lettered with
+//! the reason.
 
 use super::{EntryFields, Malformed, SCHEMA_VERSION, StreamMessage, text_field};
-use crate::domain::JobId;
+use crate::domain::{JobId, JobScope};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobMessage {
     pub job_id: JobId,
+    /// Present when a producer enqueued the job straight on Redis: the job is not in SQL yet.
+    pub scope: Option<Box<JobScope>>,
+}
+
+impl JobMessage {
+    /// The message for a job already recorded in SQL.
+    pub fn recorded(job_id: JobId) -> Self {
+        Self {
+            job_id,
+            scope: None,
+        }
+    }
 }
 
 impl StreamMessage for JobMessage {
     const KIND: &'static str = "job";
 
     fn encode(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             ("v", SCHEMA_VERSION.into()),
             ("job_id", self.job_id.to_string()),
-        ]
+        ];
+        if let Some(scope) = &self.scope {
+            let scope = serde_json::to_string(scope).expect("a scope always serialises");
+            fields.push(("scope", scope));
+        }
+        fields
     }
 
     fn decode(fields: &EntryFields) -> Result<Self, Malformed> {
         let raw = text_field(fields, "job_id")?;
         let job_id = JobId::parse(raw).map_err(|e| Malformed(e.0))?;
-        Ok(Self { job_id })
+        let scope = if fields.contains_key("scope") {
+            let raw = text_field(fields, "scope")?;
+            let mut scope: JobScope = serde_json::from_str(raw)
+                .map_err(|e| Malformed(format!("field \"scope\": {e}")))?;
+            if let JobScope::Items { item_ids } = &mut scope {
+                if item_ids.is_empty() {
+                    return Err(Malformed(
+                        "field \"scope\": item_ids must not be empty".into(),
+                    ));
+                }
+                item_ids.sort();
+                item_ids.dedup();
+            }
+            Some(Box::new(scope))
+        } else {
+            None
+        };
+        Ok(Self { job_id, scope })
     }
 }
 
@@ -39,9 +82,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_rejects() {
-        let m = JobMessage {
-            job_id: JobId::new(),
-        };
+        let m = JobMessage::recorded(JobId::new());
         let encoded: Vec<(String, String)> = m
             .encode()
             .into_iter()
@@ -55,5 +96,38 @@ mod tests {
         assert!(JobMessage::decode(&fields(&[("job_id", "x")])).is_err());
         assert!(JobMessage::decode(&fields(&[("v", "1"), ("job_id", "x")])).is_err());
         assert!(JobMessage::decode(&fields(&[("v", "9"), ("job_id", "x")])).is_err());
+    }
+
+    #[test]
+    fn a_producer_entry_carries_its_scope() {
+        let id = JobId::new().to_string();
+        let m = JobMessage::decode(&fields(&[
+            ("v", "1"),
+            ("job_id", &id),
+            ("scope", r#"{"type":"items","item_ids":["b","a","b"]}"#),
+        ]))
+        .expect("decodes");
+        let Some(JobScope::Items { item_ids }) = m.scope.as_deref() else {
+            panic!("an items scope: {m:?}");
+        };
+        let ids: Vec<&str> = item_ids.iter().map(|i| i.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let again: EntryFields = m
+            .encode()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.into_bytes()))
+            .collect();
+        assert_eq!(JobMessage::decode(&again).unwrap(), m);
+
+        for bad in [
+            r#"{"type":"nope"}"#,
+            r#"{"type":"items","item_ids":[]}"#,
+            r#"{"type":"context","context_id":"a b"}"#,
+            "not json",
+        ] {
+            let err = JobMessage::decode(&fields(&[("v", "1"), ("job_id", &id), ("scope", bad)]))
+                .expect_err(bad);
+            assert!(err.0.contains("scope"), "{err}");
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! What an embedding worker concluded about a task: each item's outcome, the retry task for
+//! What an embedding worker concluded about a task: each item's outcome, the retry tasks for
 //! items that failed transiently, and whether the provider became unusable. The status writer
 //! commits it and only then acknowledges the task.
 
@@ -42,8 +42,9 @@ impl ItemOutcome {
 pub struct Settlement {
     pub job_id: JobId,
     pub outcomes: Vec<ItemOutcome>,
-    /// Items to try again, and after how long.
-    pub retry: Option<(TaskMessage, Duration)>,
+    /// Tasks of items to try again, each with how long to wait. Usually one; a task whose
+    /// worker crashed is split into one task per item, so a poison item crashes alone.
+    pub retries: Vec<(TaskMessage, Duration)>,
     /// The provider cannot be used until an operator acts (bad key, no quota): pause intake.
     pub fatal: Option<String>,
 }

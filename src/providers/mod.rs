@@ -46,7 +46,16 @@ pub enum ProviderError {
     Fatal { reason: String },
 }
 
+/// How the reason of a transient error begins when the request never reached the provider
+/// (no connection could be made): the provider is unreachable, and no attempt was used.
+pub const UNREACHABLE: &str = "connection failed";
+
 impl ProviderError {
+    /// The request never reached the provider: no connection could be made.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Transient { reason, .. } if reason.starts_with(UNREACHABLE))
+    }
+
     pub fn is_rate_limited(&self) -> bool {
         matches!(
             self,

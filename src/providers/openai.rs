@@ -202,7 +202,7 @@ fn transport_error(e: &reqwest::Error) -> ProviderError {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
-        "connection failed"
+        super::UNREACHABLE
     } else {
         "transport error"
     };

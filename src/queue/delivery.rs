@@ -4,17 +4,47 @@
 use super::QueueError;
 use crate::messages::EntryFields;
 use redis::aio::ConnectionManager;
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 
-/// One stream entry in flight. Dropping it returns the intake's credit; acknowledging it
-/// removes the entry from the stream.
+/// One stream entry in flight. Dropping it returns the intake's credit and stops keeping its
+/// claim alive; acknowledging it removes the entry from the stream.
 #[derive(Debug)]
 pub struct Delivery<M> {
     pub entry_id: String,
     pub message: M,
     pub acker: StreamAcker,
     pub(crate) _credit: Option<OwnedSemaphorePermit>,
+    pub(crate) _held: Option<HeldEntry>,
+}
+
+/// The entries of one stream that this daemon holds in memory right now (a live [`Delivery`]
+/// each), wherever they are in the pipeline: queued in the pool, in a worker, or in the status
+/// writer's batch. The intake keeps their claims alive, and never delivers one of them twice.
+#[derive(Debug, Default)]
+struct HeldEntries(Mutex<HashSet<String>>);
+
+impl HeldEntries {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Marks an entry as held until dropped (with the delivery that owns it).
+#[derive(Debug)]
+pub(crate) struct HeldEntry {
+    set: Arc<HeldEntries>,
+    id: String,
+}
+
+impl Drop for HeldEntry {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.id);
+    }
 }
 
 impl<M> Delivery<M> {
@@ -32,6 +62,8 @@ pub struct StreamAcker {
     group: String,
     consumer: String,
     dead_letters: String,
+    /// Shared by every clone: the intake and all deliveries of this stream.
+    held: Arc<HeldEntries>,
 }
 
 impl std::fmt::Debug for StreamAcker {
@@ -62,6 +94,25 @@ return lost
     )
 });
 
+/// Hands entries this consumer owns to whoever claims next: their idle time is set to `ARGV[3]`
+/// ms, so any consumer's XAUTOCLAIM (a restarted daemon's first) takes them without waiting a
+/// visibility timeout. Only entries still owned by `ARGV[2]` are touched. Returns how many.
+static RELEASE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local released = 0
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    released = released + 1
+  end
+end
+return released
+"#,
+    )
+});
+
 /// An item that ended FAILED, recorded in the dead-letter stream with its reason.
 #[derive(Debug, Clone)]
 pub struct DeadItem {
@@ -88,7 +139,62 @@ impl StreamAcker {
             group,
             consumer,
             dead_letters,
+            held: Arc::default(),
         }
+    }
+
+    /// Marks `entry_id` as held in memory; `None` when a live delivery already holds it.
+    pub(crate) fn hold(&self, entry_id: &str) -> Option<HeldEntry> {
+        self.held
+            .lock()
+            .insert(entry_id.to_owned())
+            .then(|| HeldEntry {
+                set: self.held.clone(),
+                id: entry_id.to_owned(),
+            })
+    }
+
+    /// Whether a live delivery holds `entry_id`.
+    pub fn is_held(&self, entry_id: &str) -> bool {
+        self.held.lock().contains(entry_id)
+    }
+
+    /// The entries held in memory right now.
+    pub fn held(&self) -> Vec<String> {
+        self.held.lock().iter().cloned().collect()
+    }
+
+    /// Makes this consumer's entries `ids` reclaimable at once by any consumer (their idle time
+    /// set to `idle`); used on shutdown for entries left unfinished.
+    pub async fn release(&self, ids: &[String], idle: Duration) -> Result<usize, QueueError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn.clone();
+        let mut call = RELEASE.key(&self.stream);
+        call.arg(&self.group)
+            .arg(&self.consumer)
+            .arg(idle.as_millis() as u64);
+        for id in ids {
+            call.arg(id);
+        }
+        let released: i64 = call.invoke_async(&mut conn).await?;
+        Ok(released.max(0) as usize)
+    }
+
+    /// This consumer's pending entries (at most `count`), whoever holds them in memory.
+    pub async fn own_pending(&self, count: usize) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        let reply: redis::streams::StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg("-")
+            .arg("+")
+            .arg(count)
+            .arg(&self.consumer)
+            .query_async(&mut conn)
+            .await?;
+        Ok(reply.ids.into_iter().map(|p| p.id).collect())
     }
 
     pub fn stream(&self) -> &str {

@@ -107,6 +107,15 @@ impl StreamConsumer {
         self.read_group("0", count, None).await
     }
 
+    /// This consumer's own pending entries with ids after `after` ("0": from the start).
+    pub async fn read_own_pending_after(
+        &mut self,
+        after: &str,
+        count: usize,
+    ) -> Result<Vec<RawEntry>, QueueError> {
+        self.read_group(after, count, None).await
+    }
+
     async fn read_group(
         &mut self,
         from: &str,

@@ -59,6 +59,32 @@ impl Store {
         })
     }
 
+    /// Records a job that a producer put straight on the jobs stream, unless a job with its id
+    /// exists already (the entry was delivered again); returns the job either way.
+    pub async fn record_job_from_stream(
+        &self,
+        id: JobId,
+        scope: &JobScope,
+        model: &str,
+    ) -> Result<JobRecord, StoreError> {
+        let now = now_millis();
+        let scope = serde_json::to_string(scope)
+            .map_err(|e| StoreError::Corrupt(format!("scope does not serialise: {e}")))?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, scope, model, state, created_at, updated_at) \
+             VALUES ($1, 'embed', $2, $3, 'QUEUED', $4, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(scope)
+        .bind(model.to_owned())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        self.get_job(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after its insert")))
+    }
+
     pub async fn job_by_idempotency_key(&self, key: &str) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1");
         let row = sqlx::query(&sql)

@@ -29,6 +29,43 @@ pub struct CommitReport {
     pub counted: BTreeMap<String, (i64, i64, i64)>,
     /// Jobs that reached their total in this commit.
     pub finished: Vec<String>,
+    /// (job, item) of the FAILED outcomes this commit counted: each gets its one dead letter.
+    pub newly_failed: Vec<(String, String)>,
+}
+
+/// How much an outcome says, to choose between two outcomes of one item in one commit (a task
+/// processed twice, or a retry settled with the task that sent it): a final outcome beats a
+/// retry, a success beats a failure, then the later attempt wins.
+fn weight(o: &ItemOutcome) -> (u8, u32) {
+    let kind = match o.kind {
+        OutcomeKind::Completed { .. } => 3,
+        OutcomeKind::Failed { .. } => 2,
+        OutcomeKind::Skipped => 1,
+        OutcomeKind::Retrying { .. } => 0,
+    };
+    (kind, o.attempts)
+}
+
+/// One outcome per key, the weightiest, in order of first appearance.
+fn strongest<'a, K: std::hash::Hash + Eq + Clone>(
+    outcomes: impl Iterator<Item = (K, &'a ItemOutcome)>,
+) -> Vec<(K, &'a ItemOutcome)> {
+    let mut chosen: Vec<(K, &ItemOutcome)> = Vec::new();
+    let mut index: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    for (key, o) in outcomes {
+        match index.get(&key) {
+            Some(&at) => {
+                if weight(o) >= weight(chosen[at].1) {
+                    chosen[at].1 = o;
+                }
+            }
+            None => {
+                index.insert(key.clone(), chosen.len());
+                chosen.push((key, o));
+            }
+        }
+    }
+    chosen
 }
 
 /// Rows per statement, far below both engines' parameter limits.
@@ -71,13 +108,22 @@ impl Store {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
 
-        // 1. Item rows: one UPDATE per chunk. A completed item is written only if its content
-        //    is still the content that was embedded.
-        let updates: Vec<&ItemOutcome> = batch
-            .iter()
-            .flat_map(|(_, outcomes)| outcomes.iter())
-            .filter(|o| !matches!(o.kind, OutcomeKind::Skipped))
-            .collect();
+        // 1. Item rows: one UPDATE per chunk, one row per item (an UPDATE ... FROM with an id
+        //    twice would pick either row). A completed item is written only if its content is
+        //    still the content that was embedded. A failure or a retry never overwrites an item
+        //    already embedded with its current content and model, and a retry never overwrites
+        //    a failure that used as many attempts: those outcomes are stale (a task processed
+        //    twice, the slower copy reporting last).
+        let updates: Vec<&ItemOutcome> = strongest(
+            batch
+                .iter()
+                .flat_map(|(_, outcomes)| outcomes.iter())
+                .filter(|o| !matches!(o.kind, OutcomeKind::Skipped))
+                .map(|o| (o.item_id.as_str(), o)),
+        )
+        .into_iter()
+        .map(|(_, o)| o)
+        .collect();
         for chunk in updates.chunks(CHUNK) {
             let sql = format!(
                 "WITH v(id, status, attempts, last_error, hash) AS (VALUES {}) \
@@ -90,7 +136,12 @@ impl Store {
                    embedded_hash = CASE WHEN v.status = 'COMPLETED' THEN v.hash ELSE items.embedded_hash END, \
                    updated_at = ${n} \
                  FROM v WHERE items.id = v.id \
-                   AND (v.status <> 'COMPLETED' OR items.content_hash = v.hash)",
+                   AND (v.status <> 'COMPLETED' OR items.content_hash = v.hash) \
+                   AND (v.status = 'COMPLETED' OR NOT (items.status = 'COMPLETED' \
+                        AND items.embedded_hash = items.content_hash \
+                        AND items.embedded_model = ${m})) \
+                   AND (v.status <> 'PROCESSING' OR items.status <> 'FAILED' \
+                        OR CAST(v.attempts AS BIGINT) > items.attempts)",
                 placeholders::tuples_with(chunk.len(), 5, ""),
                 m = chunk.len() * 5 + 1,
                 n = chunk.len() * 5 + 2,
@@ -117,18 +168,20 @@ impl Store {
 
         // 2. Per-job outcomes, inserted once; the rows really inserted are what counts.
         let mut report = CommitReport::default();
-        let finals: Vec<(String, &ItemOutcome, &'static str)> = batch
-            .iter()
-            .flat_map(|(job, outcomes)| {
+        let finals: Vec<(String, &ItemOutcome, &'static str)> =
+            strongest(batch.iter().flat_map(|(job, outcomes)| {
                 outcomes
                     .iter()
-                    .filter_map(move |o| o.final_label().map(|l| (job.to_string(), o, l)))
-            })
+                    .filter(|o| o.final_label().is_some())
+                    .map(move |o| ((job.to_string(), o.item_id.as_str()), o))
+            }))
+            .into_iter()
+            .map(|((job, _), o)| (job, o, o.final_label().expect("filtered above")))
             .collect();
         for chunk in finals.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO job_items (job_id, item_id, outcome) VALUES {} \
-                 ON CONFLICT (job_id, item_id) DO NOTHING RETURNING job_id, outcome",
+                 ON CONFLICT (job_id, item_id) DO NOTHING RETURNING job_id, item_id, outcome",
                 placeholders::tuples_with(chunk.len(), 3, "")
             );
             let mut q = sqlx::query(&sql);
@@ -141,6 +194,11 @@ impl Store {
             for row in q.fetch_all(&mut *tx).await? {
                 let job: String = row.try_get("job_id")?;
                 let outcome: String = row.try_get("outcome")?;
+                if outcome == "FAILED" {
+                    report
+                        .newly_failed
+                        .push((job.clone(), row.try_get("item_id")?));
+                }
                 let entry = report.counted.entry(job).or_default();
                 match outcome.as_str() {
                     "COMPLETED" => entry.0 += 1,

@@ -50,6 +50,12 @@ impl Daemon {
         panic!("embedq did not listen on {}", self.port);
     }
 
+    /// Sets (or replaces) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -69,6 +75,20 @@ impl Daemon {
             libc::kill(child.id() as i32, libc::SIGTERM);
         }
         child.wait().expect("wait")
+    }
+
+    /// Waits up to `within` for the daemon to exit by itself; its status, or `None` if it still
+    /// runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn restart(&mut self) {

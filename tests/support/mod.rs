@@ -7,7 +7,9 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod invariants;
 pub mod mock_provider;
+pub mod proxy;
 pub mod redis_server;
 
 use embedq::config::Settings;
@@ -83,6 +85,8 @@ pub fn test_settings(database_url: &str, vectors_dir: &std::path::Path) -> Setti
     s.server.listen = "127.0.0.1:0".parse().unwrap();
     s.database.url = database_url.to_owned();
     s.vectors.path = vectors_dir.display().to_string();
+    s.embedding.provider = "openai".into();
+    s.embedding.model = "text-embedding-3-small".into();
     s.embedding.dimension = TEST_DIMENSION;
     s.embedding.base_url = format!("http://127.0.0.1:{}/v1", free_port());
     s.embedding.timeout_ms = 5_000;
@@ -111,6 +115,8 @@ pub struct TestApp {
     /// Removed by `stop`; kept when a test panics, since the engine flushes into it while the
     /// runtime shuts down.
     pub vectors_dir: std::path::PathBuf,
+    /// The daemon's consumer name (faults are armed per instance).
+    pub instance: String,
 }
 
 impl TestApp {
@@ -136,6 +142,7 @@ impl TestApp {
             .await
             .expect("app starts");
         let vectors = app.vector_store();
+        let instance = app.consumer_name().to_owned();
         let base = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown();
         let handle = tokio::spawn(app.run_until_stopped());
@@ -159,6 +166,7 @@ impl TestApp {
             db,
             vectors,
             vectors_dir,
+            instance,
         }
     }
 
@@ -422,7 +430,7 @@ where
 
 fn tracing_subscriber_init() {
     if std::env::var("EMBEDQ_TEST_LOG").is_ok() {
-        embedq::telemetry::init(false);
+        embedq::telemetry::init(false, embedq::telemetry::DEFAULT_FILTER);
     }
 }
 

@@ -1,4 +1,5 @@
-//! A throw-away `redis-server` on a free port, without persistence, that a test can kill and
+//! A throw-away `redis-server` on a free port, without persistence (or with an append-only
+//! file synced on every write, [`RedisServer::start_persistent`]), that a test can kill and
 //! start again on the same port.
 
 use std::process::{Child, Command, Stdio};
@@ -7,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// With persistence: where the append-only file lives.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl RedisServer {
@@ -14,6 +17,19 @@ impl RedisServer {
         let mut server = Self {
             port: super::free_port(),
             child: None,
+            dir: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// With `appendonly yes` and `appendfsync always`: a write Redis acknowledged survives a
+    /// SIGKILL, as in a production Redis that persists.
+    pub fn start_persistent() -> Self {
+        let mut server = Self {
+            port: super::free_port(),
+            child: None,
+            dir: Some(tempfile::tempdir().expect("temp dir")),
         };
         server.restart();
         server
@@ -34,17 +50,22 @@ impl RedisServer {
     /// Starts (again) on the same port and waits until it answers.
     pub fn restart(&mut self) {
         self.kill();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &self.dir {
+            Some(dir) => cmd
+                .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                .arg(dir.path()),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

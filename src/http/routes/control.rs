@@ -2,54 +2,162 @@
 //! once; the control surface never waits on the pipeline.
 
 use crate::actors::SupervisorMsg;
+use crate::http::openapi::responses::{Unauthorized, Unavailable};
 use crate::http::{ApiError, AppState};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-pub async fn pause(State(app): State<AppState>) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// What the supervisor was asked to do with intake.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IntakeAnswer {
+    intake: IntakeVerb,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IntakeVerb {
+    Pausing,
+    Resuming,
+}
+
+/// Pauses intake: no new jobs or tasks are taken until resumed; work in flight finishes.
+#[utoipa::path(
+    post,
+    path = "/v1/pause",
+    tag = "control",
+    summary = "Pause intake",
+    responses(
+        (status = 202, description = "The supervisor was told to pause intake.", body = IntakeAnswer,
+            example = json!({"intake": "pausing"})),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn pause(
+    State(app): State<AppState>,
+) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
     app.supervisor
         .cast(SupervisorMsg::PauseIntake)
         .map_err(|_| ApiError::unavailable("the pipeline is stopping"))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"intake": "pausing"}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(IntakeAnswer {
+            intake: IntakeVerb::Pausing,
+        }),
+    ))
 }
 
-pub async fn resume(State(app): State<AppState>) -> Result<(StatusCode, Json<Value>), ApiError> {
+/// Resumes intake; also clears a pause caused by a bad key or an exhausted quota.
+#[utoipa::path(
+    post,
+    path = "/v1/resume",
+    tag = "control",
+    summary = "Resume intake",
+    responses(
+        (status = 202, description = "The supervisor was told to resume intake.", body = IntakeAnswer,
+            example = json!({"intake": "resuming"})),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn resume(
+    State(app): State<AppState>,
+) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
     app.supervisor
         .cast(SupervisorMsg::ResumeIntake)
         .map_err(|_| ApiError::unavailable("the pipeline is stopping"))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"intake": "resuming"}))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(IntakeAnswer {
+            intake: IntakeVerb::Resuming,
+        }),
+    ))
+}
+
+/// The supervision tree.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActorTree {
+    supervisor: SupervisorView,
+}
+
+/// The supervisor and its children.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SupervisorView {
+    name: String,
+    state: SupervisorState,
+    /// Why the supervisor gave up (too many restarts in the window), if it did.
+    escalated: Option<String>,
+    /// Why intake is paused, if it is.
+    paused: Option<String>,
+    /// Restarts of all children.
+    restarts: u64,
+    children: Vec<ChildView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorState {
+    Running,
+    Escalated,
+}
+
+/// One supervised actor.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChildView {
+    /// What the actor does (intake, planner, worker, …).
+    role: String,
+    name: String,
+    /// Its state, such as "running" or "restarting".
+    state: String,
+    restarts: u64,
+    /// The last failure that restarted it.
+    last_failure: Option<String>,
 }
 
 /// The supervision tree: the supervisor and each child with its state and restart count.
-pub async fn actors(State(app): State<AppState>) -> Json<Value> {
-    let children: Vec<Value> = app
+#[utoipa::path(
+    get,
+    path = "/v1/actors",
+    tag = "control",
+    summary = "The actor tree",
+    responses(
+        (status = 200, description = "The supervisor and its children.", body = ActorTree),
+        (status = 401, response = Unauthorized),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn actors(State(app): State<AppState>) -> Json<ActorTree> {
+    let children: Vec<ChildView> = app
         .supervision
         .actors()
         .into_iter()
-        .map(|(role, a)| {
-            json!({
-                "role": role,
-                "name": a.name,
-                "state": a.state,
-                "restarts": a.restarts,
-                "last_failure": a.last_failure,
-            })
+        .map(|(role, a)| ChildView {
+            role,
+            name: a.name,
+            state: a.state.to_owned(),
+            restarts: a.restarts,
+            last_failure: a.last_failure,
         })
         .collect();
-    let restarts: u64 = children
-        .iter()
-        .map(|c| c["restarts"].as_u64().unwrap_or(0))
-        .sum();
-    Json(json!({
-        "supervisor": {
-            "name": format!("{}/supervisor", app.instance),
-            "state": if app.supervision.escalated().is_some() { "escalated" } else { "running" },
-            "escalated": app.supervision.escalated(),
-            "paused": app.supervision.paused(),
-            "restarts": restarts,
-            "children": children,
-        }
-    }))
+    let restarts: u64 = children.iter().map(|c| c.restarts).sum();
+    let escalated = app.supervision.escalated();
+    Json(ActorTree {
+        supervisor: SupervisorView {
+            name: format!("{}/supervisor", app.instance),
+            state: if escalated.is_some() {
+                SupervisorState::Escalated
+            } else {
+                SupervisorState::Running
+            },
+            escalated,
+            paused: app.supervision.paused(),
+            restarts,
+            children,
+        },
+    })
 }

@@ -5,6 +5,15 @@ use axum::response::Html;
 
 const PAGE: &str = include_str!("../assets/dashboard.html");
 
+/// The dashboard: a static page that reads the admin API with the token typed into it.
+#[utoipa::path(
+    get,
+    path = "/",
+    tag = "docs",
+    operation_id = "dashboard",
+    summary = "The dashboard",
+    responses((status = 200, description = "The dashboard page.", content_type = "text/html", body = String)),
+)]
 pub async fn page() -> Html<&'static str> {
     Html(PAGE)
 }

@@ -2,43 +2,83 @@
 //! a new job with fresh attempts, or remove an entry.
 
 use crate::domain::{ItemId, JobId, JobScope};
-use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::error::ErrorBody;
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::openapi::responses::{
+    BadRequest, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use crate::http::routes::jobs::record_and_enqueue;
 use crate::http::{ApiError, AppState};
 use crate::queue::{DeadLetter, DeadLetters};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// The last dead-letter id of the previous page.
+    /// The last dead-letter id of the previous page (its `next_before`).
+    #[param(value_type = Option<DeadLetterId>)]
     before: Option<String>,
     /// Dead letters per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+/// A dead letter's id: its Redis stream entry id, `MILLISECONDS-SEQUENCE` (the sequence may be
+/// left out).
+#[derive(ToSchema)]
+#[schema(pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$", example = "1700000000000-0")]
+#[allow(dead_code)] // Only documents the ids the handlers take as strings.
+pub struct DeadLetterId(String);
+
+/// One page of dead letters, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeadLetterList {
     dead_letters: Vec<DeadLetter>,
+    /// Dead letters in all.
     total: u64,
+    /// Pass as `before` for the next page; null on the last page.
+    #[schema(value_type = Option<DeadLetterId>)]
     next_before: Option<String>,
 }
 
-fn is_stream_id(raw: &str) -> bool {
-    let mut parts = raw.splitn(2, '-');
-    let ms = parts.next().unwrap_or("");
-    let seq = parts.next().unwrap_or("0");
-    !ms.is_empty()
-        && ms.len() <= 20
-        && seq.len() <= 20
-        && ms.chars().all(|c| c.is_ascii_digit())
-        && seq.chars().all(|c| c.is_ascii_digit())
+/// Parses a stream entry id as `DeadLetterId` documents it; `None` when it is not one. Up to
+/// 19 digits a part, so that each part fits Redis's 64-bit numbers.
+fn stream_id(raw: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = raw.split_once('-').unwrap_or((raw, "0"));
+    let part = |p: &str| {
+        (!p.is_empty() && p.len() <= 19 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    };
+    Some((part(ms)?, part(seq)?))
 }
 
+fn is_stream_id(raw: &str) -> bool {
+    stream_id(raw).is_some()
+}
+
+/// Dead letters, newest first, with their reasons; keyset pages with `before`.
+#[utoipa::path(
+    get,
+    path = "/v1/dead-letters",
+    tag = "dead letters",
+    operation_id = "list_dead_letters",
+    summary = "List dead letters",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of dead letters.", body = DeadLetterList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -47,15 +87,19 @@ pub async fn list(
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    if let Some(b) = &query.before
-        && !is_stream_id(b)
-    {
-        return Err(ApiError::bad_request(
-            "before must be a dead-letter id such as 1700000000000-0",
-        ));
-    }
+    let before = match query.before.as_deref() {
+        None => None,
+        Some(b) => Some(stream_id(b).ok_or_else(|| {
+            ApiError::bad_request("before must be a dead-letter id such as 1700000000000-0")
+        })?),
+    };
     let letters = DeadLetters::new(app.redis.clone(), &app.keys);
-    let page = letters.list(query.before.as_deref(), limit).await?;
+    let page = if before == Some((0, 0)) {
+        // Nothing comes before the first possible id (and Redis refuses the range).
+        Vec::new()
+    } else {
+        letters.list(query.before.as_deref(), limit).await?
+    };
     let total = letters.count().await?;
     let next_before = (page.len() == limit)
         .then(|| page.last().map(|d| d.id.clone()))
@@ -67,7 +111,8 @@ pub async fn list(
     }))
 }
 
-/// What to requeue: exactly one of `ids`, `job_id` or `all: true`.
+/// What to requeue: exactly one of `ids`, `job_id` or `all: true` (its schema is written out in
+/// `openapi.rs`, since it is a choice the struct cannot show).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueBody {
@@ -77,7 +122,8 @@ pub struct RequeueBody {
     all: bool,
 }
 
-#[derive(Debug, Serialize)]
+/// What a requeue did.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RequeueAnswer {
     /// Items given fresh attempts and put in new jobs.
     requeued: usize,
@@ -87,6 +133,28 @@ pub struct RequeueAnswer {
     removed: u64,
 }
 
+/// Gives the items of the chosen dead letters fresh attempts, embeds them in new jobs, and
+/// removes those dead letters. Dead letters of malformed stream entries are not requeued.
+#[utoipa::path(
+    post,
+    path = "/v1/dead-letters/requeue",
+    tag = "dead letters",
+    operation_id = "requeue_dead_letters",
+    summary = "Requeue dead letters",
+    request_body = RequeueBody,
+    responses(
+        (status = 202, description = "The items are requeued in new jobs.", body = RequeueAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "Some of the given dead letters do not exist (already requeued?); nothing changed.", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "Not exactly one of ids, job_id, all: true; a bad id; or an id naming a malformed-entry dead letter. Nothing changed.", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn requeue(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<RequeueBody>,
@@ -182,9 +250,26 @@ pub async fn requeue(
     ))
 }
 
+/// Removes one dead letter (for example a malformed stream entry that cannot be requeued).
+#[utoipa::path(
+    delete,
+    path = "/v1/dead-letters/{id}",
+    tag = "dead letters",
+    operation_id = "remove_dead_letter",
+    summary = "Remove a dead letter",
+    params(("id" = DeadLetterId, Path, description = "The dead letter.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such dead letter.", body = ErrorBody),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn remove(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     if !is_stream_id(&id) {
         return Err(ApiError::bad_request("not a dead-letter id"));
@@ -196,4 +281,28 @@ pub async fn remove(
         return Err(ApiError::not_found(format!("no dead letter {id}")));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_are_checked() {
+        assert_eq!(stream_id("1700000000000-5"), Some((1_700_000_000_000, 5)));
+        assert_eq!(stream_id("42"), Some((42, 0)));
+        for bad in [
+            "",
+            "-",
+            "5-",
+            "-5",
+            "a-1",
+            "1-2-3",
+            "1 -2",
+            "99999999999999999999",
+        ] {
+            assert_eq!(stream_id(bad), None, "{bad:?}");
+        }
+        assert!(is_stream_id(&"9".repeat(19)));
+    }
 }

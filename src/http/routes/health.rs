@@ -8,23 +8,81 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::time::Duration;
+use utoipa::ToSchema;
 
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// The process answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    #[schema(value_type = HealthStatus)]
+    status: &'static str,
 }
 
-#[derive(Serialize)]
-struct Check {
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Only documents `Health::status`.
+pub enum HealthStatus {
+    Ok,
+}
+
+/// Liveness: the process answers (it checks no backend).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is alive.", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Each backend's state, and whether the daemon is ready.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// True when every check is ok.
+    ready: bool,
+    checks: Checks,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Checks {
+    database: Check,
+    redis: Check,
+    job_intake: Check,
+    task_intake: Check,
+    pipeline: Check,
+    supervision: Check,
+}
+
+/// One backend's state, with details that depend on the backend (the database's kind, the
+/// intake's counters, the pipeline's pause and rate limiter, the actors).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Check {
     ok: bool,
+    /// Why it is not ok; absent when it is.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
     error: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     detail: Value,
 }
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+/// Readiness: each backend's state (database, Redis, intakes, the pipeline's pause and its
+/// reason, supervision); 503 with the reason when any is not ready.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Not ready; the failing checks say why.", body = Readiness),
+    ),
+)]
+pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let database = match tokio::time::timeout(PROBE_TIMEOUT, app.store.ping()).await {
         Ok(Ok(())) => Check {
             ok: true,
@@ -115,20 +173,29 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     (
         status,
-        Json(json!({
-            "ready": ready,
-            "checks": {
-                "database": database,
-                "redis": redis,
-                "job_intake": intake_check,
-                "task_intake": task_intake_check,
-                "pipeline": pipeline,
-                "supervision": supervision
-            }
-        })),
+        Json(Readiness {
+            ready,
+            checks: Checks {
+                database,
+                redis,
+                job_intake: intake_check,
+                task_intake: task_intake_check,
+                pipeline,
+                supervision,
+            },
+        }),
     )
 }
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+/// The route exists, not with this method (axum adds the `Allow` header).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take this method; the Allow header lists those it takes",
+    )
 }

@@ -5,33 +5,56 @@
 //! the caller gets 503, so no half-made job is left behind.
 
 use crate::domain::{JobId, JobScope, JobState};
-use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::error::ErrorBody;
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::openapi::responses::{
+    BadRequest, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+};
 use crate::http::{ApiError, AppState};
 use crate::messages::JobMessage;
 use crate::queue::enqueue_job;
 use crate::store::{JobFilter, JobRecord, NewJob};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Debug, Deserialize)]
+/// A job to create: which items, and what to do with them.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobBody {
-    scope: JobScope,
+    /// Which items the job covers.
+    // Kept as JSON until `parse_scope`, which refuses unknown fields in every kind of scope.
+    #[schema(value_type = JobScope)]
+    scope: serde_json::Value,
     /// Only "embed" exists today.
     #[serde(default = "default_kind")]
+    #[schema(value_type = JobKind)]
     kind: String,
+}
+
+/// What a job does.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Only documents the values of `CreateJobBody::kind`.
+pub enum JobKind {
+    /// Embed the items of the scope (skipping those already embedded with the same content
+    /// and model).
+    Embed,
 }
 
 fn default_kind() -> String {
     "embed".into()
 }
 
-#[derive(Debug, Serialize)]
+/// A job was recorded and enqueued (or an `Idempotency-Key` matched an existing one).
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobAccepted {
     job_id: JobId,
+    /// Where to poll the job's progress.
+    #[schema(example = "/v1/jobs/019a0000-0000-7000-8000-000000000000")]
     status_url: String,
     state: crate::domain::JobState,
     /// False when an `Idempotency-Key` matched an existing job.
@@ -73,6 +96,28 @@ fn accepted(job: &JobRecord, created: bool) -> Response {
     response
 }
 
+/// Parses a job's scope. serde's `deny_unknown_fields` does not reach the variants without
+/// fields of an internally tagged enum (`{"type": "all", "extra": 1}` would pass), so the
+/// fields are checked here, for every kind alike.
+fn parse_scope(raw: serde_json::Value) -> Result<JobScope, ApiError> {
+    let fields = raw
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("scope must be an object with a \"type\""))?;
+    let allowed: &[&str] = match fields.get("type").and_then(|t| t.as_str()) {
+        Some("context") => &["type", "context_id"],
+        Some("items") => &["type", "item_ids"],
+        _ => &["type"],
+    };
+    if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid(format!(
+            "scope: unknown field {:?}; expected {}",
+            unknown.chars().take(40).collect::<String>(),
+            allowed.join(", ")
+        )));
+    }
+    serde_json::from_value(raw).map_err(|e| ApiError::invalid(format!("scope: {e}")))
+}
+
 /// Validates the scope against the store, cheaply: one lookup for a context, one query per
 /// 500 ids for an explicit list (bounded by `limits.max_job_item_ids`).
 async fn check_scope(app: &AppState, scope: &mut JobScope) -> Result<(), ApiError> {
@@ -110,11 +155,39 @@ async fn check_scope(app: &AppState, scope: &mut JobScope) -> Result<(), ApiErro
     Ok(())
 }
 
+/// Records a job and puts one message on the jobs stream; answers at once, whatever the job's
+/// size. With an `Idempotency-Key` a repeated request returns the job it created the first
+/// time (`created: false`).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "Create a job",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+            description = "1 to 255 visible ASCII characters; the same key returns the same job."),
+    ),
+    request_body = CreateJobBody,
+    responses(
+        (status = 202, description = "The job is recorded and enqueued.", body = JobAccepted,
+            headers(("Location" = String, description = "The job's status URL."))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "The scope names a context or items that do not exist; no job was made.", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "The body breaks a rule (unknown scope or kind, bad or too many item ids); no job was made.", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, description = "The database or the queue (Redis) is unavailable; no job was made.", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create_job(
     State(app): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJobBody>,
 ) -> Result<Response, ApiError> {
+    let mut scope = parse_scope(body.scope)?;
     if body.kind != "embed" {
         return Err(ApiError::invalid(format!(
             "unknown job kind {:?}; the only kind is \"embed\"",
@@ -127,7 +200,6 @@ pub async fn create_job(
     {
         return Ok(accepted(&job, false));
     }
-    let mut scope = body.scope;
     check_scope(&app, &mut scope).await?;
     let (job, created) = record_and_enqueue(&app, scope, key).await?;
     Ok(accepted(&job, created))
@@ -156,7 +228,7 @@ pub(crate) async fn record_and_enqueue(
     }
     let job = created.job;
     let mut conn = app.redis.clone();
-    if let Err(e) = enqueue_job(&mut conn, &app.keys, &JobMessage { job_id: job.id }).await {
+    if let Err(e) = enqueue_job(&mut conn, &app.keys, &JobMessage::recorded(job.id)).await {
         if let Err(cleanup) = app.store.delete_queued_job(job.id).await {
             tracing::error!(job = %job.id, error = %cleanup, "could not remove a job that was never enqueued");
         }
@@ -166,7 +238,8 @@ pub(crate) async fn record_and_enqueue(
     Ok((job, true))
 }
 
-#[derive(Debug, Serialize)]
+/// A job with its counters.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
     #[serde(flatten)]
     job: JobRecord,
@@ -176,9 +249,26 @@ pub struct JobView {
     done: i64,
 }
 
+/// A job's state and counters.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{job_id}",
+    tag = "jobs",
+    summary = "A job's progress",
+    params(("job_id" = JobId, Path, description = "The job.")),
+    responses(
+        (status = 200, description = "The job.", body = JobView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_job(
     State(app): State<AppState>,
-    Path(job_id): Path<String>,
+    ApiPath(job_id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = JobId::parse(&job_id).map_err(|e| ApiError::bad_request(e.0))?;
     let job = app
@@ -199,24 +289,45 @@ impl From<JobRecord> for JobView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Only jobs in this state (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED).
+    /// Only jobs in this state (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED; any case).
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
-    /// The last job id of the previous page.
+    /// The last job id of the previous page (its `next_before`).
+    #[param(value_type = Option<JobId>)]
     before: Option<String>,
     /// Jobs per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+/// One page of jobs, newest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobList {
     jobs: Vec<JobView>,
-    /// Pass as `before` for the next page; absent on the last page.
+    /// Pass as `before` for the next page; null on the last page.
     next_before: Option<String>,
 }
 
+/// Jobs, newest first, optionally in one state; keyset pages with `before`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "List jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of jobs.", body = JobList),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_jobs(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
@@ -256,9 +367,26 @@ pub async fn list_jobs(
 
 /// Cancels a job: its queued work is dropped, items in flight finish and are counted, and the
 /// job ends CANCELLED. Cancelling a final job changes nothing (409).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{job_id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a job",
+    params(("job_id" = JobId, Path, description = "The job.")),
+    responses(
+        (status = 200, description = "The job, now CANCELLED.", body = JobView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 409, description = "The job is already COMPLETED, FAILED or CANCELLED; nothing changed.", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancel_job(
     State(app): State<AppState>,
-    Path(job_id): Path<String>,
+    ApiPath(job_id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = JobId::parse(&job_id).map_err(|e| ApiError::bad_request(e.0))?;
     let before = app

@@ -3,6 +3,7 @@
 pub mod control;
 pub mod dashboard;
 pub mod dead_letters;
+pub mod docs;
 pub mod health;
 pub mod items;
 pub mod jobs;

@@ -3,22 +3,36 @@
 //! to see the result.
 
 use crate::actors::rate_limiter::{CallOutcome, RateLimiterMsg};
-use crate::domain::ContextId;
-use crate::http::extract::ApiJson;
+use crate::domain::{ContextId, ItemId};
+use crate::http::error::ErrorBody;
+use crate::http::extract::{ApiJson, ApiPath};
+use crate::http::openapi::responses::{
+    BadRequest, Internal, TooLarge, Unauthorized, UnsupportedMediaType,
+};
 use crate::http::{ApiError, AppState};
 use crate::providers::ProviderError;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use ractor::ActorRef;
 use ractor::rpc::CallResult;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize)]
+/// A search within one context.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
+    /// The text to search for: not blank, at most 8,192 bytes of UTF-8.
+    #[schema(
+        pattern = r"\S",
+        max_length = 8192,
+        example = "How do I reset my password?"
+    )]
     query: String,
+    /// How many nearest items to return, 1 to 100.
     #[serde(default = "default_k")]
+    #[schema(minimum = 1, maximum = 100, default = 5)]
     k: usize,
 }
 
@@ -31,23 +45,51 @@ const MAX_QUERY_BYTES: usize = 8192;
 /// Longest a search waits for a rate-limit permit before answering 503.
 const PERMIT_WAIT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Serialize)]
+/// One item near the query.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Hit {
+    #[schema(value_type = ItemId)]
     item_id: String,
+    /// Similarity to the query (higher is nearer).
     score: f32,
+    /// The item's current text (null if the item was removed since it was embedded).
     content: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+/// The nearest items, nearest first.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SearchAnswer {
+    #[schema(value_type = ContextId)]
     context_id: String,
     query: String,
     hits: Vec<Hit>,
 }
 
+/// Embeds the query with the configured provider (under the same rate limit as the pipeline)
+/// and returns the nearest items of the context with their scores and content.
+#[utoipa::path(
+    post,
+    path = "/v1/contexts/{context_id}/search",
+    tag = "search",
+    summary = "Search a context",
+    params(("context_id" = ContextId, Path, description = "The context to search.")),
+    request_body = SearchBody,
+    responses(
+        (status = 200, description = "The nearest items.", body = SearchAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such context.", body = ErrorBody),
+        (status = 413, response = TooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "A blank or too long query, k out of range, or a query the provider refuses.", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, description = "The provider, its rate limit, the vector store or the database is unavailable; try again.", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn search(
     State(app): State<AppState>,
-    Path(context_id): Path<String>,
+    ApiPath(context_id): ApiPath<String>,
     ApiJson(body): ApiJson<SearchBody>,
 ) -> Result<Json<SearchAnswer>, ApiError> {
     let context = ContextId::parse(context_id).map_err(|e| ApiError::bad_request(e.0))?;

@@ -1,0 +1,450 @@
+//! The OpenAPI document of the HTTP API (`GET /openapi.json`), generated from the handlers'
+//! `#[utoipa::path]` attributes and the request and response types, with the configured limits
+//! filled in when it is served. `GET /docs` renders it (a static page, no external assets).
+
+use crate::config::Settings;
+use crate::domain::{ItemStatus, JobId, JobScope, JobState};
+use crate::http::error::ErrorBody;
+use crate::http::routes;
+use serde_json::{Value, json};
+use std::borrow::Cow;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "embedq",
+        description = "Keeps the vector embeddings of a web backend's text items in sync, off the \
+            request path. Every `/v1` route and `/metrics` need `Authorization: Bearer \
+            $EMBEDQ_ADMIN_TOKEN` when a token is set (without one the daemon listens on loopback \
+            only). Errors are JSON `{\"error\": {\"code\", \"reason\"}}`: a 4xx for bad input \
+            (nothing is changed), 503 when a backend is unavailable.",
+    ),
+    paths(
+        routes::items::upsert_items,
+        routes::items::get_item,
+        routes::jobs::create_job,
+        routes::jobs::list_jobs,
+        routes::jobs::get_job,
+        routes::jobs::cancel_job,
+        routes::search::search,
+        routes::dead_letters::list,
+        routes::dead_letters::requeue,
+        routes::dead_letters::remove,
+        routes::control::pause,
+        routes::control::resume,
+        routes::control::actors,
+        routes::observe::events,
+        routes::observe::metrics,
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::docs::openapi_json,
+        routes::docs::docs_page,
+        routes::dashboard::page,
+    ),
+    components(
+        schemas(ErrorBody),
+        responses(
+            responses::BadRequest,
+            responses::Unauthorized,
+            responses::TooLarge,
+            responses::UnsupportedMediaType,
+            responses::Internal,
+            responses::Unavailable,
+        ),
+    ),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "items", description = "The producer's text items, grouped in contexts."),
+        (name = "jobs", description = "Embedding jobs: enqueue in milliseconds, then poll."),
+        (name = "search", description = "Nearest items of a context."),
+        (name = "dead letters", description = "Items that ended FAILED and malformed stream entries."),
+        (name = "control", description = "Pause and resume intake; the actor tree."),
+        (name = "observe", description = "Live events and Prometheus metrics."),
+        (name = "health", description = "Liveness and readiness (no token needed)."),
+        (name = "docs", description = "This document, its browsable page, and the dashboard (no token needed)."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Declares the bearer scheme that the admin routes name in their `security`.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The admin token, `EMBEDQ_ADMIN_TOKEN` (required when it is set).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as served: the generated one with the configured limits filled in.
+pub fn document(settings: &Settings) -> Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+    let limits = &settings.limits;
+    let schemas = &mut doc["components"]["schemas"];
+    let items = &mut schemas["UpsertBody"]["properties"]["items"];
+    items["maxItems"] = json!(limits.max_items_per_request);
+    // Identical items repeat an id, which the handler refuses (the derive has no attribute for
+    // it on a `Vec`).
+    items["uniqueItems"] = json!(true);
+    schemas["RawItem"]["properties"]["content"]["maxLength"] = json!(limits.max_content_bytes);
+    if let Some(variants) = schemas["JobScope"]["oneOf"].as_array_mut() {
+        for variant in variants {
+            if let Some(ids) = variant.pointer_mut("/properties/item_ids") {
+                ids["maxItems"] = json!(limits.max_job_item_ids);
+            }
+            // `deny_unknown_fields` holds for each variant, which the derive does not carry
+            // into the variants' schemas.
+            variant["additionalProperties"] = json!(false);
+        }
+    }
+    doc["info"]["description"] = json!(format!(
+        "{} Request bodies are at most {} bytes (`server.max_body_bytes`; more is 413).",
+        doc["info"]["description"].as_str().unwrap_or_default(),
+        settings.server.max_body_bytes
+    ));
+    doc
+}
+
+/// The responses most routes share, as components (`#/components/responses/...`).
+pub(crate) mod responses {
+    #![allow(dead_code)] // Never built: they only describe responses.
+
+    use crate::http::error::ErrorBody;
+    use utoipa::ToResponse;
+
+    /// Malformed input: a bad id in the path, bad JSON, a bad query string or header. The
+    /// reason says which; nothing was changed.
+    #[derive(ToResponse)]
+    pub struct BadRequest(ErrorBody);
+
+    /// The bearer token is missing or wrong.
+    #[derive(ToResponse)]
+    pub struct Unauthorized(ErrorBody);
+
+    /// The body exceeds `server.max_body_bytes`.
+    #[derive(ToResponse)]
+    pub struct TooLarge(ErrorBody);
+
+    /// The body was not sent as `Content-Type: application/json`.
+    #[derive(ToResponse)]
+    pub struct UnsupportedMediaType(ErrorBody);
+
+    /// An internal error; the daemon logged its details.
+    #[derive(ToResponse)]
+    pub struct Internal(ErrorBody);
+
+    /// A backend (the database, Redis) is unavailable; nothing was changed, try again.
+    #[derive(ToResponse)]
+    pub struct Unavailable(ErrorBody);
+}
+
+/// Schemas of the records that the store and the queue return and the handlers send as they
+/// are. Those types live outside the HTTP layer, so their schemas are spelt out here; the tests
+/// below check that these stay in step with what the types serialise to.
+mod records {
+    #![allow(dead_code)] // Never built: they only describe the records.
+
+    use super::*;
+
+    /// One item, as `GET /v1/items/{id}` shows it (without its content).
+    #[derive(ToSchema)]
+    #[schema(as = ItemRecord)]
+    pub struct ItemRecordSchema {
+        #[schema(value_type = crate::domain::ItemId)]
+        id: String,
+        #[schema(value_type = crate::domain::ContextId)]
+        context_id: String,
+        status: ItemStatus,
+        /// Attempts of the current content so far.
+        attempts: i64,
+        /// Why the last attempt failed.
+        last_error: Option<String>,
+        /// Hex SHA-256 of the current content.
+        #[schema(pattern = "^[0-9a-f]{64}$")]
+        content_hash: String,
+        /// The model of the stored vector, if any.
+        embedded_model: Option<String>,
+        /// The content hash the stored vector was made from.
+        embedded_hash: Option<String>,
+        /// Milliseconds since the Unix epoch.
+        created_at: i64,
+        /// Milliseconds since the Unix epoch.
+        updated_at: i64,
+    }
+
+    /// One job with its counters (times in milliseconds since the Unix epoch).
+    #[derive(ToSchema)]
+    #[schema(as = JobRecord)]
+    pub struct JobRecordSchema {
+        id: JobId,
+        /// What the job does ("embed").
+        kind: String,
+        scope: JobScope,
+        /// The embedding model the job uses.
+        model: String,
+        state: JobState,
+        /// Items in the scope (final once `planned` is true).
+        total: i64,
+        /// Items embedded by this job.
+        completed: i64,
+        /// Items that ended FAILED (each with its reason).
+        failed: i64,
+        /// Items already up to date.
+        skipped: i64,
+        /// Where planning stands (internal).
+        planning_cursor: Option<String>,
+        planned_at: Option<i64>,
+        idempotency_key: Option<String>,
+        /// Why the job failed as a whole, if it did.
+        error: Option<String>,
+        created_at: i64,
+        updated_at: i64,
+        started_at: Option<i64>,
+        finished_at: Option<i64>,
+    }
+
+    /// What an upsert did.
+    #[derive(ToSchema)]
+    #[schema(as = UpsertCounts)]
+    pub struct UpsertCountsSchema {
+        /// New items.
+        created: u64,
+        /// Items whose content changed (now PENDING).
+        changed: u64,
+        /// Items sent with the content they had.
+        unchanged: u64,
+    }
+
+    /// A dead letter: an item that ended FAILED (`kind` "item"), or a stream entry that could not
+    /// be decoded (`kind` "entry").
+    #[derive(ToSchema)]
+    #[schema(as = DeadLetter)]
+    pub struct DeadLetterSchema {
+        #[schema(value_type = crate::http::routes::dead_letters::DeadLetterId)]
+        id: String,
+        /// "item" or "entry".
+        kind: String,
+        job_id: Option<String>,
+        item_id: Option<String>,
+        attempts: Option<u32>,
+        /// Why it ended here.
+        reason: String,
+        /// For entries: the stream and entry id they came from, and their fields.
+        stream: Option<String>,
+        entry_id: Option<String>,
+        payload: Option<String>,
+        /// When it was written, in milliseconds since the Unix epoch.
+        at_ms: Option<i64>,
+    }
+}
+
+/// Gives a type outside the HTTP layer the schema written for it in `records`.
+macro_rules! schema_from {
+    ($ty:ty => $schema:ty) => {
+        impl PartialSchema for $ty {
+            fn schema() -> RefOr<Schema> {
+                <$schema as PartialSchema>::schema()
+            }
+        }
+
+        impl ToSchema for $ty {
+            fn name() -> Cow<'static, str> {
+                <$schema as ToSchema>::name()
+            }
+
+            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+                <$schema as ToSchema>::schemas(schemas)
+            }
+        }
+    };
+}
+
+schema_from!(crate::store::ItemRecord => records::ItemRecordSchema);
+schema_from!(crate::store::JobRecord => records::JobRecordSchema);
+schema_from!(crate::store::UpsertCounts => records::UpsertCountsSchema);
+schema_from!(crate::queue::DeadLetter => records::DeadLetterSchema);
+
+/// The requeue body is a choice of three shapes, which its struct (three optional fields,
+/// checked by the handler) cannot show; `null` stands for an absent field, as serde takes it.
+impl PartialSchema for routes::dead_letters::RequeueBody {
+    fn schema() -> RefOr<Schema> {
+        let ids = json!({
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 10000,
+            "items": {"$ref": "#/components/schemas/DeadLetterId"},
+            "description": "Requeue these dead letters."
+        });
+        let job_id = json!({
+            "type": "string",
+            "format": "uuid",
+            "description": "Requeue every item dead letter of this job."
+        });
+        let null = json!({"type": "null"});
+        let shape = |title: &str, required: &str, ids: &Value, job_id: &Value, all: Value| {
+            json!({
+                "title": title,
+                "type": "object",
+                "required": [required],
+                "properties": {"ids": ids, "job_id": job_id, "all": all},
+                "additionalProperties": false
+            })
+        };
+        let schema = json!({
+            "description": "What to requeue: exactly one of `ids`, `job_id` or `all: true`.",
+            "oneOf": [
+                shape("by ids", "ids", &ids, &null, json!({"type": "boolean", "enum": [false]})),
+                shape("by job", "job_id", &null, &job_id, json!({"type": "boolean", "enum": [false]})),
+                shape("all", "all", &null, &null, json!({"type": "boolean", "enum": [true], "description": "Requeue every item dead letter."})),
+            ]
+        });
+        RefOr::T(serde_json::from_value(schema).expect("the requeue schema is valid"))
+    }
+}
+
+impl ToSchema for routes::dead_letters::RequeueBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            "DeadLetterId".into(),
+            <routes::dead_letters::DeadLetterId as PartialSchema>::schema(),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn doc() -> Value {
+        document(&Settings::defaults())
+    }
+
+    fn properties(doc: &Value, schema: &str) -> BTreeSet<String> {
+        doc["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no schema {schema}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn keys(value: &Value) -> BTreeSet<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn records_match_their_schemas() {
+        let doc = doc();
+        let item = crate::store::ItemRecord {
+            id: "a".into(),
+            context_id: "c".into(),
+            status: ItemStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            content_hash: "0".repeat(64),
+            embedded_model: None,
+            embedded_hash: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert_eq!(
+            keys(&serde_json::to_value(&item).unwrap()),
+            properties(&doc, "ItemRecord")
+        );
+        let job = crate::store::JobRecord {
+            id: JobId::new(),
+            kind: "embed".into(),
+            scope: JobScope::All,
+            model: "m".into(),
+            state: JobState::Queued,
+            total: 0,
+            completed: 0,
+            failed: 0,
+            skipped: 0,
+            planning_cursor: None,
+            planned_at: None,
+            idempotency_key: None,
+            error: None,
+            created_at: 0,
+            updated_at: 0,
+            started_at: None,
+            finished_at: None,
+        };
+        assert_eq!(
+            keys(&serde_json::to_value(&job).unwrap()),
+            properties(&doc, "JobRecord")
+        );
+        let counts = crate::store::UpsertCounts {
+            created: 1,
+            changed: 0,
+            unchanged: 0,
+        };
+        assert_eq!(
+            keys(&serde_json::to_value(counts).unwrap()),
+            properties(&doc, "UpsertCounts")
+        );
+        let letter = crate::queue::DeadLetter {
+            id: "1-0".into(),
+            kind: "item".into(),
+            job_id: None,
+            item_id: None,
+            attempts: None,
+            reason: String::new(),
+            stream: None,
+            entry_id: None,
+            payload: None,
+            at_ms: None,
+        };
+        assert_eq!(
+            keys(&serde_json::to_value(&letter).unwrap()),
+            properties(&doc, "DeadLetter")
+        );
+    }
+
+    #[test]
+    fn limits_are_filled_in() {
+        let mut settings = Settings::defaults();
+        settings.limits.max_items_per_request = 7;
+        let doc = document(&settings);
+        assert_eq!(
+            doc["components"]["schemas"]["UpsertBody"]["properties"]["items"]["maxItems"],
+            7
+        );
+        assert!(
+            doc["components"]["schemas"]["RawItem"]["properties"]["content"]["maxLength"].is_u64()
+        );
+    }
+
+    #[test]
+    fn admin_routes_declare_the_bearer_scheme() {
+        let doc = doc();
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let secured = op["security"] == json!([{"bearer": []}]);
+                let admin = path.starts_with("/v1/") || path == "/metrics";
+                assert_eq!(secured, admin, "{method} {path}");
+                if admin {
+                    assert!(op["responses"]["401"].is_object(), "{method} {path}");
+                }
+            }
+        }
+    }
+}

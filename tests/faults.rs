@@ -1,0 +1,487 @@
+//! Fault injection inside the daemon (feature `fault-injection`, on for every test build): an
+//! actor of each kind panics mid-job, a poison item crashes its worker every time, a store
+//! call fails, a batch outlives the visibility timeout, and too many restarts escalate. Each
+//! scenario ends with the full invariant check and prints its duplicate count with the reason.
+
+#![cfg(feature = "fault-injection")]
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use support::mock_provider::{MockProvider, MockScript};
+use support::{Backend, TEST_DIMENSION, TestApp, wait_until};
+
+fn script(latency_ms: u64) -> MockScript {
+    MockScript {
+        dimension: TEST_DIMENSION,
+        latency: Duration::from_millis(latency_ms),
+        ..MockScript::default()
+    }
+}
+
+/// An app on the mock with small tasks, quick restarts and room for the restarts a scenario
+/// causes.
+async fn app_with(
+    backend: Backend,
+    mock: &MockProvider,
+    adjust: impl FnOnce(&mut embedq::config::Settings),
+) -> TestApp {
+    let url = mock.base_url();
+    TestApp::spawn_with(backend, move |s| {
+        s.embedding.base_url = url;
+        s.planner.task_size = 16;
+        s.planner.page_size = 100;
+        s.supervision.restart_backoff_ms = 20;
+        s.supervision.max_restarts = 30;
+        adjust(s);
+    })
+    .await
+}
+
+/// Restarts of the actors whose role starts with `role` (e.g. "worker").
+async fn restarts(app: &TestApp, role: &str) -> u64 {
+    let (_, tree) = app.get("/v1/actors").await;
+    tree["supervisor"]["children"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter(|c| c["role"].as_str().is_some_and(|r| r.starts_with(role)))
+                .map(|c| c["restarts"].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn arm(app: &TestApp, spec: &str) {
+    embedq::fault::arm(Some(&app.instance), spec).expect("a valid fault spec");
+}
+
+fn fired(app: &TestApp) -> Vec<String> {
+    embedq::fault::fired(Some(&app.instance))
+        .into_iter()
+        .map(|f| f.rule)
+        .collect()
+}
+
+async fn context_job(app: &TestApp) -> String {
+    app.create_job(json!({"type": "context", "context_id": "ctx"}))
+        .await
+}
+
+/// One actor panics once mid-job: it restarts alone, the job completes, every invariant holds.
+/// `early`: armed before the job is created (planning is over quickly), else once the job has
+/// made progress.
+async fn one_panic(backend: Backend, spec: &str, role: &str, early: bool, why: &str) {
+    let mock = MockProvider::start(script(20)).await;
+    // Few credits: the tasks intake reads again each time a task settles.
+    let app = app_with(backend, &mock, |s| s.queue.task_credits = 4).await;
+    app.seed_items("ctx", "it", 400).await;
+    if early {
+        arm(&app, spec);
+    }
+    let job = context_job(&app).await;
+    if !early {
+        assert!(
+            wait_until(Duration::from_secs(30), || async {
+                app.job(&job).await["completed"].as_i64().unwrap_or(0) >= 32
+            })
+            .await
+        );
+        arm(&app, spec);
+    }
+    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "COMPLETED", "{spec}: {done}");
+    assert_eq!(fired(&app).len(), 1, "{spec} fired {:?}", fired(&app));
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            restarts(&app, role).await >= 1
+        })
+        .await,
+        "{spec}: no restart of {role} recorded"
+    );
+    let report = app.check_invariants(&[&job], Some(&mock)).await;
+    report.print(&format!("{backend:?} panic {spec}"), why);
+    embedq::fault::disarm(Some(&app.instance));
+    app.stop().await;
+}
+
+async fn a_task_intake_panic_restarts_it_alone(backend: Backend) {
+    one_panic(
+        backend,
+        "task_intake:panic@2",
+        "task_intake",
+        false,
+        "0 expected: it panics before reading; what it delivered is held downstream",
+    )
+    .await
+}
+
+async fn a_job_intake_panic_restarts_it_alone(backend: Backend) {
+    one_panic(
+        backend,
+        "job_intake:panic@2",
+        "job_intake",
+        true,
+        "0 expected: the job entry stays pending and is delivered again",
+    )
+    .await
+}
+
+async fn a_planner_panic_resumes_planning_from_its_cursor(backend: Backend) {
+    one_panic(
+        backend,
+        "planner:panic@3",
+        "planner",
+        true,
+        "0 expected: planning resumes from its cursor and each page is written once",
+    )
+    .await
+}
+
+async fn a_rate_limiter_panic_costs_an_attempt_at_most(backend: Backend) {
+    one_panic(
+        backend,
+        "rate_limiter:panic@6",
+        "rate_limiter",
+        false,
+        "0 expected: workers waiting for a permit retry; no request was lost after sending",
+    )
+    .await
+}
+
+async fn an_embedding_worker_panic_resends_its_task(backend: Backend) {
+    one_panic(
+        backend,
+        "embedding_worker:panic@3",
+        "worker",
+        false,
+        "0 expected: it panics before calling the provider; its items go on alone, attempts raised",
+    )
+    .await
+}
+
+async fn a_pool_panic_redelivers_what_it_held(backend: Backend) {
+    one_panic(
+        backend,
+        "embedding_pool:panic@12",
+        "embedding_pool",
+        false,
+        "the tasks being embedded at the crash, handed out again before their workers finished them (at most workers × task size)",
+    )
+    .await
+}
+
+async fn a_vector_writer_panic_retries_the_write(backend: Backend) {
+    one_panic(
+        backend,
+        "vector_writer:panic@3",
+        "vector_writer",
+        false,
+        "the requests embedded and waiting at the writer when it crashed (at most one per worker) are embedded again",
+    )
+    .await
+}
+
+async fn a_status_writer_panic_loses_nothing(backend: Backend) {
+    one_panic(
+        backend,
+        "status_writer:panic@4",
+        "status_writer",
+        false,
+        "the settlements it held uncommitted: their tasks are delivered again and re-embedded",
+    )
+    .await
+}
+
+async fn a_retry_scheduler_panic_loses_no_retry(backend: Backend) {
+    let mock = MockProvider::start(MockScript {
+        server_error_ratio: 0.2,
+        ..script(20)
+    })
+    .await;
+    let app = app_with(backend, &mock, |_| {}).await;
+    app.seed_items("ctx", "it", 600).await;
+    arm(&app, "retry_scheduler:panic@3");
+    let job = context_job(&app).await;
+    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(fired(&app).len(), 1);
+    assert!(restarts(&app, "retry_scheduler").await >= 1);
+    assert!(
+        done["state"] == "COMPLETED" || done["state"] == "FAILED",
+        "{done}"
+    );
+    let report = app.check_invariants(&[&job], Some(&mock)).await;
+    report.print(
+        &format!("{backend:?} panic retry_scheduler:panic@3 (20% 5xx)"),
+        "0 expected: 5xx answers embed nothing; retries wait in Redis, not in the actor",
+    );
+    embedq::fault::disarm(Some(&app.instance));
+    app.stop().await;
+}
+
+/// An item that crashes its worker every time ends FAILED and dead-lettered after the attempt
+/// limit; the items that shared its task complete; the daemon keeps running.
+async fn a_poison_item_ends_failed_and_dead_lettered(backend: Backend) {
+    let mock = MockProvider::start(script(5)).await;
+    let app = app_with(backend, &mock, |_| {}).await;
+    app.seed_items("ctx", "it", 100).await;
+    arm(&app, "embedding_worker:panic@1x0#it-000042");
+    let job = context_job(&app).await;
+    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(
+        (
+            done["state"].as_str(),
+            done["completed"].as_i64(),
+            done["failed"].as_i64()
+        ),
+        (Some("FAILED"), Some(99), Some(1)),
+        "{done}"
+    );
+    let (_, item) = app.get("/v1/items/it-000042").await;
+    let limit = app.settings.retry.max_retries as i64 + 1;
+    assert_eq!(item["status"], "FAILED", "{item}");
+    assert_eq!(item["attempts"], limit, "{item}");
+    assert!(
+        item["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("crashed while holding it"),
+        "{item}"
+    );
+    let crashes = fired(&app).len() as i64;
+    assert_eq!(crashes, limit, "one crash per attempt");
+    let dead = app.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["item_id"], "it-000042");
+    // Its task's other items were raised one attempt by the first crash and went on alone.
+    assert!(app.max_attempts().await <= limit);
+    assert_eq!(app.get("/readyz").await.0, 200, "the daemon keeps serving");
+    let report = app.check_invariants(&[&job], Some(&mock)).await;
+    report.print(
+        &format!("{backend:?} poison item"),
+        "0 expected: the worker panics before calling the provider",
+    );
+    embedq::fault::disarm(Some(&app.instance));
+    app.stop().await;
+}
+
+/// Store calls that fail: the status writer's commit (kept and retried), a vector upsert
+/// (items retried), loading a task's items (the task waits, no attempt used), a planning step.
+async fn failed_store_calls_are_retried(backend: Backend) {
+    let mock = MockProvider::start(script(5)).await;
+    let app = app_with(backend, &mock, |_| {}).await;
+    app.seed_items("ctx", "it", 300).await;
+    arm(
+        &app,
+        "status_writer:fail_store@2x3,vector_writer:fail_store@3,embedding_worker:fail_store@4x2,planner:fail_store@2x2",
+    );
+    let job = context_job(&app).await;
+    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    let fired = fired(&app);
+    assert_eq!(fired.len(), 8, "{fired:?}");
+    let report = app.check_invariants(&[&job], Some(&mock)).await;
+    assert!(
+        report.max_attempts <= 2,
+        "only the failed upsert costs an attempt"
+    );
+    report.print(
+        &format!("{backend:?} failed store calls"),
+        "one request's inputs: the failed vector upsert; a failed commit or load embeds nothing again",
+    );
+    embedq::fault::disarm(Some(&app.instance));
+    app.stop().await;
+}
+
+/// A batch that takes longer than the visibility timeout keeps its claim: another consumer
+/// scanning for idle entries finds none. And a task processed twice (a copy added to the
+/// stream, as a consumer that took it anyway would) still counts each item once.
+async fn a_batch_outliving_the_visibility_timeout_keeps_its_claim(backend: Backend) {
+    let mock = MockProvider::start(script(5)).await;
+    let app = app_with(backend, &mock, |s| {
+        s.queue.visibility_timeout_ms = 1_000;
+        s.pipeline.workers = 2;
+    })
+    .await;
+    app.seed_items("ctx", "it", 64).await;
+    arm(&app, "embedding_worker:delay=3500ms@1");
+    let job = context_job(&app).await;
+    let mut redis = app.redis.clone();
+    let stream = app.keys.tasks_stream();
+    // While the first task sleeps 3.5 visibility timeouts, a thief looks for idle entries.
+    let started = Instant::now();
+    let mut stolen = 0usize;
+    let mut scans = 0;
+    while started.elapsed() < Duration::from_millis(3_200) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reply: redis::Value = match redis::cmd("XAUTOCLAIM")
+            .arg(&stream)
+            .arg(embedq::queue::PIPELINE_GROUP)
+            .arg("thief")
+            .arg(1_000)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(100)
+            .arg("JUSTID")
+            .query_async(&mut redis)
+            .await
+        {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        // [next cursor, [claimed ids], [deleted ids]]
+        if let redis::Value::Array(parts) = &reply
+            && let Some(redis::Value::Array(claimed)) = parts.get(1)
+        {
+            stolen += claimed.len();
+        }
+        scans += 1;
+    }
+    assert!(scans >= 10);
+    assert_eq!(
+        stolen, 0,
+        "a consumer took an entry whose batch was still running"
+    );
+    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(fired(&app).len(), 1);
+
+    // The same task again, as a second consumer would process it: counted once.
+    let task = json!({"job_id": job, "items": [{"id": "it-000001", "attempt": 0}, {"id": "it-000002", "attempt": 0}]});
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg("*")
+        .arg("v")
+        .arg("1")
+        .arg("task")
+        .arg(task.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let report = app.check_invariants(&[&job], Some(&mock)).await;
+    let again = app.job(&job).await;
+    assert_eq!(again["completed"], 64, "{again}");
+    report.print(
+        &format!("{backend:?} batch outlives the visibility timeout"),
+        "0 expected: nobody reclaims a batch in progress, and the copy finds its items embedded",
+    );
+    embedq::fault::disarm(Some(&app.instance));
+    app.stop().await;
+}
+
+/// More restarts than the window allows: supervision gives up, readiness says so, and the
+/// daemon stops with an error (the binary exits 1, see tests/chaos.rs).
+async fn too_many_restarts_escalate(backend: Backend) {
+    let mock = MockProvider::start(script(5)).await;
+    let app = app_with(backend, &mock, |s| {
+        s.supervision.max_restarts = 3;
+        s.supervision.restart_window_ms = 60_000;
+    })
+    .await;
+    app.seed_items("ctx", "it", 100).await;
+    arm(&app, "embedding_worker:panic@1x0");
+    let _job = context_job(&app).await;
+    // Readiness turns false before the server goes away.
+    let mut saw_not_ready = false;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline && !app.handle.is_finished() {
+        if let Ok(r) = app.http.get(app.url("/readyz")).send().await {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            if status == 503
+                && body["checks"]["supervision"]["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("restarts"))
+            {
+                saw_not_ready = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let TestApp {
+        handle,
+        shutdown,
+        settings,
+        keys,
+        ..
+    } = app;
+    let result = tokio::time::timeout(Duration::from_secs(30), handle)
+        .await
+        .expect("the daemon stops after escalating")
+        .unwrap();
+    shutdown.trigger();
+    let err = result.expect_err("escalation is an error");
+    assert!(err.to_string().contains("supervision gave up"), "{err}");
+    println!("[{backend:?} escalation] {err}; readiness was 503 before stopping: {saw_not_ready}");
+    support::delete_prefix(&settings.redis.url, keys.prefix()).await;
+}
+
+/// The binary: `EMBEDQ_FAULTS` makes every embedding worker panic; after `max_restarts` the
+/// daemon exits with code 1 (so its orchestrator restarts it) instead of looping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_exits_1_when_supervision_gives_up() {
+    let mock = MockProvider::start(script(5)).await;
+    let db = support::TestDatabase::create(Backend::Sqlite).await;
+    let prefix = format!("embedq-test-{}", uuid::Uuid::new_v4().simple());
+    let vectors = tempfile::tempdir().unwrap();
+    let vectors_path = vectors.path().display().to_string();
+    let env: Vec<(String, String)> = [
+        ("EMBEDQ_FAULTS", "embedding_worker:panic@1x0"),
+        ("EMBEDQ__DATABASE__URL", db.url.as_str()),
+        ("EMBEDQ__VECTORS__PATH", vectors_path.as_str()),
+        ("EMBEDQ__EMBEDDING__PROVIDER", "openai"),
+        ("EMBEDQ__EMBEDDING__MODEL", "text-embedding-3-small"),
+        ("EMBEDQ__EMBEDDING__DIMENSION", "8"),
+        ("EMBEDQ__EMBEDDING__BASE_URL", &mock.base_url()),
+        ("EMBEDQ__REDIS__URL", &support::redis_url()),
+        ("EMBEDQ__REDIS__PREFIX", &prefix),
+        ("EMBEDQ__QUEUE__BLOCK_MS", "200"),
+        ("EMBEDQ__SUPERVISION__MAX_RESTARTS", "2"),
+        ("EMBEDQ__SUPERVISION__RESTART_BACKOFF_MS", "20"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut daemon = tokio::task::block_in_place(|| support::daemon::Daemon::start(env));
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{}", daemon.port);
+    let items: Vec<Value> = (0..50)
+        .map(|i| json!({"id": format!("it-{i:03}"), "content": format!("passage {i}")}))
+        .collect();
+    let r = http
+        .post(format!("{base}/v1/contexts/ctx/items"))
+        .json(&json!({"items": items}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"scope": {"type": "context", "context_id": "ctx"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let status = tokio::task::block_in_place(|| daemon.wait_exit(Duration::from_secs(30)))
+        .expect("the daemon stops after escalating");
+    assert_eq!(status.code(), Some(1), "{status}");
+    println!("[escalation, binary] exit status {status}");
+    support::delete_prefix(&support::redis_url(), &prefix).await;
+}
+
+on_both_backends!(
+    a_task_intake_panic_restarts_it_alone,
+    a_job_intake_panic_restarts_it_alone,
+    a_planner_panic_resumes_planning_from_its_cursor,
+    a_rate_limiter_panic_costs_an_attempt_at_most,
+    an_embedding_worker_panic_resends_its_task,
+    a_pool_panic_redelivers_what_it_held,
+    a_vector_writer_panic_retries_the_write,
+    a_status_writer_panic_loses_nothing,
+    a_retry_scheduler_panic_loses_no_retry,
+    a_poison_item_ends_failed_and_dead_lettered,
+    failed_store_calls_are_retried,
+    a_batch_outliving_the_visibility_timeout_keeps_its_claim,
+    too_many_restarts_escalate,
+);

@@ -1,0 +1,445 @@
+//! One checker of every invariant after a scenario (DESIGN.md I1–I3, I7), so each scenario
+//! ends with the same proof:
+//!
+//! - every item in each checked job's scope is in a final state (COMPLETED or FAILED), unless
+//!   the job was cancelled;
+//! - each job is final, planned, and its counters are exact: completed + failed + skipped ==
+//!   total == its per-item outcome rows, counted by outcome, and == the items of its scope;
+//!   COMPLETED iff nothing failed;
+//! - the vector store holds one point per item with a stored embedding, and each COMPLETED item's
+//!   point holds the mock provider's vector of its current content (the mock's vectors are
+//!   SHA-256 of the text, [`MockProvider::vector_for`]) with its content hash and model;
+//! - no item used more attempts than the configured maximum (retries + 1);
+//! - every FAILED outcome counted has exactly one dead letter with its reason, and every dead
+//!   letter has a reason;
+//! - nothing is left behind: no task pending, queued or waiting for a retry;
+//! - the provider's audit: how many inputs were embedded more than once (returned, so each
+//!   scenario prints it with its reason).
+//!
+//! It collects every violation and panics once, listing them all.
+
+use super::mock_provider::{Audit, MockProvider};
+use super::{TEST_DIMENSION, TestApp};
+use embedq::domain::{ContentHash, ItemId, JobId, JobScope, JobState};
+use embedq::queue::{DeadLetters, Keys, PIPELINE_GROUP};
+use embedq::store::Store;
+use embedq::vectors::VectorStore;
+use redis::aio::ConnectionManager;
+use sqlx::Row;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Where a scenario's state is.
+pub struct Scene<'a> {
+    pub store: &'a Store,
+    pub redis: ConnectionManager,
+    pub keys: &'a Keys,
+    pub vectors: &'a dyn VectorStore,
+    /// `retry.max_retries` of the daemon.
+    pub max_retries: u32,
+    /// `embedding.model` of the daemon.
+    pub model: &'a str,
+}
+
+/// What the check found (all invariants held, or it panicked).
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    pub items: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub skipped: i64,
+    pub points: u64,
+    pub max_attempts: i64,
+    pub dead_letters: usize,
+    pub malformed_dead_letters: usize,
+    /// Inputs the provider embedded more than once: sum over texts of (times - 1).
+    pub duplicates: u64,
+    /// Provider requests, by status.
+    pub by_status: BTreeMap<u16, u64>,
+}
+
+impl Report {
+    /// One line for the scenario's output: the duplicate count and why it is what it is.
+    pub fn print(&self, scenario: &str, why: &str) {
+        println!(
+            "[{scenario}] invariants hold: {} items ({} completed, {} failed, {} skipped), {} points, max attempts {}, {} dead letters ({} malformed entries); duplicates: {} — {why}",
+            self.items,
+            self.completed,
+            self.failed,
+            self.skipped,
+            self.points,
+            self.max_attempts,
+            self.dead_letters,
+            self.malformed_dead_letters,
+            self.duplicates,
+        );
+    }
+}
+
+struct ItemRow {
+    id: String,
+    context_id: String,
+    content: String,
+    content_hash: String,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    embedded_hash: Option<String>,
+    embedded_model: Option<String>,
+}
+
+async fn all_items(store: &Store) -> HashMap<String, ItemRow> {
+    sqlx::query(
+        "SELECT id, context_id, content, content_hash, status, attempts, last_error, \
+         embedded_hash, embedded_model FROM items",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("read items")
+    .iter()
+    .map(|r| {
+        let row = ItemRow {
+            id: r.try_get("id").unwrap(),
+            context_id: r.try_get("context_id").unwrap(),
+            content: r.try_get("content").unwrap(),
+            content_hash: r.try_get("content_hash").unwrap(),
+            status: r.try_get("status").unwrap(),
+            attempts: r.try_get("attempts").unwrap(),
+            last_error: r.try_get("last_error").unwrap(),
+            embedded_hash: r.try_get("embedded_hash").unwrap(),
+            embedded_model: r.try_get("embedded_model").unwrap(),
+        };
+        (row.id.clone(), row)
+    })
+    .collect()
+}
+
+/// (item, outcome) rows of one job.
+async fn job_items(store: &Store, job: &str) -> Vec<(String, String)> {
+    sqlx::query("SELECT item_id, outcome FROM job_items WHERE job_id = $1")
+        .bind(job.to_owned())
+        .fetch_all(store.pool())
+        .await
+        .expect("read job_items")
+        .iter()
+        .map(|r| (r.try_get("item_id").unwrap(), r.try_get("outcome").unwrap()))
+        .collect()
+}
+
+/// Entries of the tasks stream still pending, entries on it, and retries waiting.
+async fn leftovers(redis: &mut ConnectionManager, keys: &Keys) -> (u64, u64, u64) {
+    let pending: redis::Value = redis::cmd("XPENDING")
+        .arg(keys.tasks_stream())
+        .arg(PIPELINE_GROUP)
+        .query_async(redis)
+        .await
+        .unwrap_or(redis::Value::Nil);
+    let pending = match pending {
+        redis::Value::Array(v) => match v.first() {
+            Some(redis::Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        _ => 0,
+    };
+    let on_stream: u64 = redis::cmd("XLEN")
+        .arg(keys.tasks_stream())
+        .query_async(redis)
+        .await
+        .unwrap_or(0);
+    let retries: u64 = redis::cmd("ZCARD")
+        .arg(keys.retries())
+        .query_async(redis)
+        .await
+        .unwrap_or(0);
+    (pending, on_stream, retries)
+}
+
+/// Checks every invariant for `jobs` (ids); `audit` is the mock provider's, when one was used.
+/// Panics listing every violation; returns the figures otherwise.
+pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> Report {
+    let mut problems: Vec<String> = Vec::new();
+    let mut report = Report::default();
+    let mut redis = scene.redis.clone();
+
+    // Nothing left behind (acknowledgement follows the commit that finished the job, so wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = leftovers(&mut redis, scene.keys).await;
+    while left != (0, 0, 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = leftovers(&mut redis, scene.keys).await;
+    }
+    if left != (0, 0, 0) {
+        problems.push(format!(
+            "left behind: {} tasks pending, {} on the tasks stream, {} retries waiting",
+            left.0, left.1, left.2
+        ));
+    }
+
+    let items = all_items(scene.store).await;
+    let limit = i64::from(scene.max_retries) + 1;
+    let dead = DeadLetters::new(scene.redis.clone(), scene.keys)
+        .all()
+        .await
+        .expect("read dead letters");
+    let mut dead_items: HashMap<(String, String), usize> = HashMap::new();
+    for d in &dead {
+        if d.reason.trim().is_empty() {
+            problems.push(format!("dead letter {} has no reason", d.id));
+        }
+        if d.kind == "item" {
+            let key = (
+                d.job_id.clone().unwrap_or_default(),
+                d.item_id.clone().unwrap_or_default(),
+            );
+            *dead_items.entry(key).or_default() += 1;
+        } else {
+            report.malformed_dead_letters += 1;
+        }
+    }
+    report.dead_letters = dead.len();
+
+    let mut in_scope: HashSet<String> = HashSet::new();
+    for &job in jobs {
+        let id = JobId::parse(job).expect("job id");
+        let Some(record) = scene.store.get_job(id).await.expect("read job") else {
+            problems.push(format!("job {job} does not exist"));
+            continue;
+        };
+        let rows = job_items(scene.store, job).await;
+        let mut by_outcome: BTreeMap<&str, i64> = BTreeMap::new();
+        for (_, outcome) in &rows {
+            *by_outcome.entry(outcome.as_str()).or_default() += 1;
+        }
+        let counted = (
+            by_outcome.get("COMPLETED").copied().unwrap_or(0),
+            by_outcome.get("FAILED").copied().unwrap_or(0),
+            by_outcome.get("SKIPPED").copied().unwrap_or(0),
+        );
+        let counters = (record.completed, record.failed, record.skipped);
+        if counters != counted {
+            problems.push(format!(
+                "job {job}: counters (completed, failed, skipped) {counters:?} but outcome rows {counted:?}"
+            ));
+        }
+        report.skipped += record.skipped;
+        let done = record.completed + record.failed + record.skipped;
+        if record.state == JobState::Cancelled {
+            // Items in flight at the cancel finish and count; queued work is dropped.
+            if done > record.total && record.planned_at.is_some() {
+                problems.push(format!(
+                    "cancelled job {job}: {done} counted of {}",
+                    record.total
+                ));
+            }
+        } else {
+            if record.planned_at.is_none() {
+                problems.push(format!("job {job} was never fully planned"));
+            }
+            if done != record.total {
+                problems.push(format!(
+                    "job {job}: completed + failed + skipped = {done}, total {} ({:?})",
+                    record.total, record.state
+                ));
+            }
+            let want = if record.failed > 0 {
+                JobState::Failed
+            } else {
+                JobState::Completed
+            };
+            if record.state != want {
+                problems.push(format!(
+                    "job {job} is {:?} with {} failed; expected {want:?}",
+                    record.state, record.failed
+                ));
+            }
+            let scope: Option<HashSet<String>> = match &record.scope {
+                JobScope::Context { context_id } => Some(
+                    items
+                        .values()
+                        .filter(|i| i.context_id == context_id.as_str())
+                        .map(|i| i.id.clone())
+                        .collect(),
+                ),
+                JobScope::Items { item_ids } => {
+                    Some(item_ids.iter().map(|i| i.as_str().to_owned()).collect())
+                }
+                JobScope::All => Some(items.keys().cloned().collect()),
+                _ => None,
+            };
+            let rows_ids: HashSet<String> = rows.iter().map(|(i, _)| i.clone()).collect();
+            if let Some(scope) = scope {
+                if record.total != scope.len() as i64 {
+                    problems.push(format!(
+                        "job {job}: total {} but its scope holds {} items",
+                        record.total,
+                        scope.len()
+                    ));
+                }
+                let missing: Vec<&String> = scope.difference(&rows_ids).take(5).collect();
+                if !missing.is_empty() {
+                    problems.push(format!(
+                        "job {job}: items of its scope without an outcome, e.g. {missing:?}"
+                    ));
+                }
+            }
+            in_scope.extend(rows_ids);
+        }
+        // Each FAILED outcome counted has exactly one dead letter naming the job and item.
+        for (item, outcome) in &rows {
+            let letters = dead_items
+                .remove(&(job.to_owned(), item.clone()))
+                .unwrap_or(0);
+            match (outcome.as_str(), letters) {
+                ("FAILED", 1) => {}
+                ("FAILED", n) => problems.push(format!(
+                    "job {job}: item {item} FAILED with {n} dead letters (want 1)"
+                )),
+                (_, 0) => {}
+                (o, n) => problems.push(format!(
+                    "job {job}: item {item} counted {o} but has {n} dead letters"
+                )),
+            }
+        }
+    }
+    let checked: HashSet<&str> = jobs.iter().copied().collect();
+    for ((job, item), n) in &dead_items {
+        if checked.contains(job.as_str()) {
+            problems.push(format!(
+                "{n} dead letters for item {item} of job {job}, which was not counted FAILED"
+            ));
+        }
+    }
+
+    // Items: final, attempts within the limit, a reason for each failure.
+    for id in &in_scope {
+        let Some(item) = items.get(id) else { continue };
+        match item.status.as_str() {
+            "COMPLETED" => report.completed += 1,
+            "FAILED" => {
+                report.failed += 1;
+                if item.last_error.as_deref().unwrap_or("").trim().is_empty() {
+                    problems.push(format!("item {id} FAILED without a reason"));
+                }
+            }
+            other => problems.push(format!("item {id} is {other}, not final")),
+        }
+    }
+    report.items = in_scope.len();
+    for item in items.values() {
+        report.max_attempts = report.max_attempts.max(item.attempts);
+        if item.attempts > limit {
+            problems.push(format!(
+                "item {} used {} attempts; the limit is {limit}",
+                item.id, item.attempts
+            ));
+        }
+    }
+
+    // Vectors: one point per item with a stored embedding; completed items hold the vector of
+    // their current content.
+    report.points = scene.vectors.count().await.expect("count points");
+    let embedded: Vec<&ItemRow> = items
+        .values()
+        .filter(|i| i.embedded_hash.is_some())
+        .collect();
+    if report.points != embedded.len() as u64 {
+        problems.push(format!(
+            "{} points for {} items with a stored embedding",
+            report.points,
+            embedded.len()
+        ));
+    }
+    for chunk in embedded.chunks(500) {
+        let ids: Vec<ItemId> = chunk
+            .iter()
+            .map(|i| ItemId::parse(i.id.clone()).unwrap())
+            .collect();
+        let points: HashMap<String, embedq::vectors::VectorPoint> = scene
+            .vectors
+            .get(&ids)
+            .await
+            .expect("read points")
+            .into_iter()
+            .map(|p| (p.item_id.as_str().to_owned(), p))
+            .collect();
+        for item in chunk {
+            let Some(point) = points.get(&item.id) else {
+                problems.push(format!("item {} ({}) has no point", item.id, item.status));
+                continue;
+            };
+            if item.status != "COMPLETED" {
+                continue;
+            }
+            if item.embedded_hash.as_deref() != Some(item.content_hash.as_str())
+                || item.embedded_model.as_deref() != Some(scene.model)
+            {
+                problems.push(format!(
+                    "item {} COMPLETED but embedded {:?} with {:?}, content is {}",
+                    item.id, item.embedded_hash, item.embedded_model, item.content_hash
+                ));
+            }
+            if point.content_hash != item.content_hash
+                || point.content_hash != ContentHash::of(&item.content).as_str()
+            {
+                problems.push(format!(
+                    "point of {} holds hash {}, the content's is {}",
+                    item.id, point.content_hash, item.content_hash
+                ));
+            }
+            if point.model != scene.model {
+                problems.push(format!("point of {} names model {}", item.id, point.model));
+            }
+            let expected = MockProvider::vector_for(&item.content, TEST_DIMENSION);
+            let diff = point
+                .vector
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            if point.vector.len() != expected.len() || diff > 1e-4 {
+                problems.push(format!(
+                    "point of {} holds another vector than its content's (max diff {diff})",
+                    item.id
+                ));
+            }
+        }
+    }
+
+    if let Some(audit) = audit {
+        report.duplicates = audit.duplicates();
+        report.by_status = audit.by_status.clone();
+    }
+    if !problems.is_empty() {
+        let shown: Vec<&String> = problems.iter().take(40).collect();
+        panic!(
+            "{} invariant violations:\n  {}",
+            problems.len(),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+    report
+}
+
+impl TestApp {
+    /// The scene of this in-process app.
+    pub fn scene(&self) -> Scene<'_> {
+        Scene {
+            store: &self.store,
+            redis: self.redis.clone(),
+            keys: &self.keys,
+            vectors: self.vectors.as_ref(),
+            max_retries: self.settings.retry.max_retries,
+            model: &self.settings.embedding.model,
+        }
+    }
+
+    /// Checks every invariant for `jobs` (see [`check`]).
+    pub async fn check_invariants(&self, jobs: &[&str], mock: Option<&MockProvider>) -> Report {
+        let audit = mock.map(|m| m.audit());
+        check(&self.scene(), jobs, audit.as_ref()).await
+    }
+}
