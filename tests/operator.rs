@@ -333,6 +333,40 @@ async fn every_admin_route_needs_the_token(backend: Backend) {
             "{method} {path}: {body}"
         );
     }
+    // Every operation the OpenAPI document marks as needing the token, so a new route cannot
+    // slip past this list.
+    let doc: Value = app
+        .http
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut secured = 0;
+    for (path, operations) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if operation["security"].as_array().is_none_or(|s| s.is_empty()) {
+                continue;
+            }
+            let concrete = path
+                .replace("{id}", "1-0")
+                .replace("{job_id}", "x")
+                .replace("{item_id}", "x")
+                .replace("{context_id}", "c");
+            let r = app
+                .http
+                .request(method.to_uppercase().parse().unwrap(), app.url(&concrete))
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 401, "{method} {path} (documented)");
+            secured += 1;
+        }
+    }
+    assert_eq!(secured, routes.len(), "documented secured operations vs this list");
     let ok = app
         .http
         .get(app.url("/v1/actors"))
