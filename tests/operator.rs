@@ -347,7 +347,10 @@ async fn every_admin_route_needs_the_token(backend: Backend) {
     let mut secured = 0;
     for (path, operations) in doc["paths"].as_object().unwrap() {
         for (method, operation) in operations.as_object().unwrap() {
-            if operation["security"].as_array().is_none_or(|s| s.is_empty()) {
+            if operation["security"]
+                .as_array()
+                .is_none_or(|s| s.is_empty())
+            {
                 continue;
             }
             let concrete = path
@@ -366,7 +369,11 @@ async fn every_admin_route_needs_the_token(backend: Backend) {
             secured += 1;
         }
     }
-    assert_eq!(secured, routes.len(), "documented secured operations vs this list");
+    assert_eq!(
+        secured,
+        routes.len(),
+        "documented secured operations vs this list"
+    );
     let ok = app
         .http
         .get(app.url("/v1/actors"))
