@@ -29,10 +29,14 @@
 #[cfg(feature = "fault-injection")]
 macro_rules! fault_point {
     ($myself:expr) => {
-        $crate::fault::on_message($myself.get_name().as_deref(), &[]).await
+        if $crate::fault::armed() {
+            $crate::fault::on_message($myself.get_name().as_deref(), &[]).await
+        }
     };
     ($myself:expr, $items:expr) => {
-        $crate::fault::on_message($myself.get_name().as_deref(), $items).await
+        if $crate::fault::armed() {
+            $crate::fault::on_message($myself.get_name().as_deref(), $items).await
+        }
     };
 }
 
@@ -46,10 +50,18 @@ macro_rules! fault_point {
 #[cfg(feature = "fault-injection")]
 macro_rules! fault_store {
     ($myself:expr) => {
-        $crate::fault::store_call($myself.get_name().as_deref(), None)
+        if $crate::fault::armed() {
+            $crate::fault::store_call($myself.get_name().as_deref(), None)
+        } else {
+            None
+        }
     };
     ($name:expr, $kind:expr) => {
-        $crate::fault::store_call(Some($name), Some($kind))
+        if $crate::fault::armed() {
+            $crate::fault::store_call(Some($name), Some($kind))
+        } else {
+            None
+        }
     };
 }
 
@@ -68,8 +80,19 @@ pub use enabled::*;
 
 #[cfg(feature = "fault-injection")]
 mod enabled {
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
     use std::time::Duration;
+
+    /// Whether any rule was ever armed: the fault points cost one atomic load until one is.
+    static ARMED: AtomicBool = AtomicBool::new(false);
+
+    /// Whether fault points need to look at the rules at all.
+    #[inline]
+    pub fn armed() -> bool {
+        LazyLock::force(&REGISTRY);
+        ARMED.load(Ordering::Relaxed)
+    }
 
     /// What a rule does when it fires.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +159,8 @@ mod enabled {
             match parse(&spec) {
                 Ok(rules) => {
                     tracing::warn!(%spec, "fault injection armed from EMBEDQ_FAULTS");
-                    registry.rules.extend(rules.into_iter().map(armed));
+                    ARMED.store(!rules.is_empty(), Ordering::Relaxed);
+                    registry.rules.extend(rules.into_iter().map(armed_rule));
                 }
                 Err(e) => tracing::error!(%spec, error = %e, "EMBEDQ_FAULTS ignored"),
             }
@@ -148,7 +172,7 @@ mod enabled {
         REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn armed(rule: Rule) -> Armed {
+    fn armed_rule(rule: Rule) -> Armed {
         Armed {
             text: describe(&rule),
             rule,
@@ -246,7 +270,8 @@ mod enabled {
             r.instance = instance.map(str::to_owned);
         }
         let mut reg = registry();
-        reg.rules.extend(rules.iter().cloned().map(armed));
+        reg.rules.extend(rules.iter().cloned().map(armed_rule));
+        ARMED.store(true, Ordering::Relaxed);
         Ok(rules)
     }
 

@@ -72,6 +72,7 @@ impl Application {
         let connections = RedisConnections::new(&settings.redis)?;
         let shared = connections.shared()?;
         let consumer = consumer_identity(&settings.queue.consumer_name);
+        let report = Arc::new(SupervisionReport::default());
         if !settings.queue.consumer_name.is_empty() {
             let lease = ConsumerLease::acquire(
                 shared.clone(),
@@ -80,7 +81,7 @@ impl Application {
                 settings.visibility_timeout(),
             )
             .await?;
-            spawn_lease_renewal(lease, shutdown.clone());
+            spawn_lease_renewal(lease, shutdown.clone(), report.clone());
         }
 
         let embedder: Arc<dyn Embedder> = match settings.embedding.provider.as_str() {
@@ -229,7 +230,6 @@ impl Application {
                 visibility_timeout: settings.visibility_timeout(),
             },
         };
-        let report = Arc::new(SupervisionReport::default());
         let events = crate::events::EventBus::new();
         let metrics = crate::metrics::Metrics::install();
         let (supervisor, supervisor_done) = Actor::spawn(
@@ -321,12 +321,32 @@ impl Application {
         let report = state.supervision.clone();
         let app = router(state);
         let signal = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { signal.triggered().await })
-            .await;
+        let mut server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { signal.triggered().await })
+                .await
+        });
+        let finished_early = tokio::select! {
+            served = &mut server => Some(served),
+            _ = shutdown.triggered() => None,
+        };
+        // The pipeline stops first (in-flight batches finish within their deadline), while the
+        // HTTP server drains; then open connections that never end by themselves (event
+        // streams, a stalled client) get a short grace and are dropped.
         shutdown.trigger();
         supervisor.stop(Some("shutdown".into()));
         let _ = tokio::time::timeout(Duration::from_secs(15), supervisor_done).await;
+        let served = match finished_early {
+            Some(served) => served,
+            None => match tokio::time::timeout(HTTP_GRACE, &mut server).await {
+                Ok(served) => served,
+                Err(_) => {
+                    server.abort();
+                    Ok(Ok(()))
+                }
+            },
+        };
+        let served = served.unwrap_or(Ok(()));
         store.close().await;
         served.map_err(StartupError::Serve)?;
         match report.escalated() {
@@ -335,6 +355,9 @@ impl Application {
         }
     }
 }
+
+/// How long open HTTP connections may take to finish once the pipeline has stopped.
+const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 /// A URL without its password, for logs.
 fn redact_url(url: &str) -> String {
@@ -348,9 +371,9 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// Keeps a configured consumer name leased; losing it stops the daemon rather than letting two
-/// processes consume under one name.
-fn spawn_lease_renewal(lease: ConsumerLease, shutdown: Shutdown) {
+/// Keeps a configured consumer name leased; losing it stops the daemon with an error (exit code
+/// 1, so an orchestrator notices) rather than letting two processes consume under one name.
+fn spawn_lease_renewal(lease: ConsumerLease, shutdown: Shutdown, report: Arc<SupervisionReport>) {
     tokio::spawn(async move {
         let period = lease.ttl() / 3;
         loop {
@@ -362,6 +385,7 @@ fn spawn_lease_renewal(lease: ConsumerLease, shutdown: Shutdown) {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::error!("another daemon took this consumer name; stopping");
+                    report.escalate("another daemon took this consumer name".into());
                     shutdown.trigger();
                     return;
                 }

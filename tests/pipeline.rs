@@ -499,6 +499,43 @@ async fn a_job_added_straight_to_redis_is_recorded_and_embedded(backend: Backend
     app.stop().await;
 }
 
+async fn a_job_over_failed_items_gives_them_fresh_attempts(backend: Backend) {
+    let mock = MockProvider::start(MockScript {
+        server_error_ratio: 1.0,
+        ..script()
+    })
+    .await;
+    let app = app_with(backend, &mock, |s| {
+        s.retry.max_retries = 1;
+        s.retry.base_backoff_ms = 10;
+    })
+    .await;
+    app.seed_items("ctx", "it", 20).await;
+    let first = app
+        .create_job(json!({"type": "context", "context_id": "ctx"}))
+        .await;
+    let done = app.wait_finished(&first, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "FAILED", "{done}");
+    assert_eq!(done["failed"], 20, "{done}");
+    assert_eq!(app.max_attempts().await, 2);
+
+    // The provider recovers; the operator re-runs the failed items.
+    mock.set_script(script());
+    let again = app.create_job(json!({"type": "failed"})).await;
+    let done = app.wait_finished(&again, Duration::from_secs(60)).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["total"], 20, "{done}");
+    assert_eq!(done["completed"], 20, "{done}");
+    assert_eq!(app.status_counts().await.get("COMPLETED"), Some(&20));
+    assert!(
+        app.max_attempts().await <= 2,
+        "an item passed its attempt limit"
+    );
+    let ids: Vec<String> = (0..20).map(|i| format!("it-{i:06}")).collect();
+    assert_points_match(&app, &ids).await;
+    app.stop().await;
+}
+
 on_both_backends!(
     ten_thousand_items_are_embedded_once_and_counted_once,
     transient_faults_are_retried_within_the_attempt_limit,
@@ -507,4 +544,5 @@ on_both_backends!(
     a_429_storm_is_obeyed,
     search_returns_the_nearest_items,
     a_job_added_straight_to_redis_is_recorded_and_embedded,
+    a_job_over_failed_items_gives_them_fresh_attempts,
 );

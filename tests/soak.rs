@@ -279,7 +279,8 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
             &VISIBILITY_MS.to_string(),
         ),
         ("EMBEDQ__QUEUE__BLOCK_MS", "500"),
-        ("EMBEDQ__RATE_LIMIT__REQUESTS_PER_MINUTE", "100000"),
+        // 40 requests/s: a round lasts long enough for its faults (and the limiter is exercised).
+        ("EMBEDQ__RATE_LIMIT__REQUESTS_PER_MINUTE", "2400"),
         ("EMBEDQ__RATE_LIMIT__TOKENS_PER_MINUTE", "100000000"),
         ("EMBEDQ__RETRY__BASE_BACKOFF_MS", "100"),
         ("EMBEDQ__RETRY__MAX_BACKOFF_MS", "2000"),
@@ -440,7 +441,7 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
                 r.note(format!("an overlapping job over {} items", ids.len()));
             }
             _ => {
-                let ids: Vec<usize> = (0..rng.random_range(50..500))
+                let ids: std::collections::BTreeSet<usize> = (0..rng.random_range(50..500))
                     .map(|_| rng.random_range(0..items))
                     .collect();
                 let batch: Vec<Value> = ids

@@ -211,6 +211,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
         return Ok(StepOutcome::Finished { job, total });
     };
 
+    let fresh_attempts = matches!(planning.scope, JobScope::Failed);
     let tasks: Vec<String> = page
         .items
         .chunks(args.settings.task_size)
@@ -221,7 +222,13 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                     .iter()
                     .map(|i| TaskItem {
                         id: i.id.clone(),
-                        attempt: i.attempts.clamp(0, u32::MAX as i64) as u32,
+                        // A job over the FAILED items is the operator asking to try them again:
+                        // they get fresh attempts, as a dead-letter requeue gives.
+                        attempt: if fresh_attempts {
+                            0
+                        } else {
+                            i.attempts.clamp(0, u32::MAX as i64) as u32
+                        },
                     })
                     .collect(),
             };
