@@ -38,13 +38,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
     // A free port, so the demo runs beside a daemon already serving on 8080.
     settings.server.listen = "127.0.0.1:0".parse().expect("valid address");
-    let threads = if settings.embedding.threads == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        settings.embedding.threads
-    };
+    let threads = crate::providers::local_model_threads(settings.embedding.threads);
     let app = Application::build(settings.clone())
         .await
         .context("starting the pipeline (is Redis running on 127.0.0.1:6379?)")?;

@@ -5,12 +5,18 @@ use super::ParseError;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-/// Non-empty text within the configured size limit.
+/// Non-empty text within the configured size limit, without the NUL character (PostgreSQL's
+/// text cannot hold U+0000, so every backend refuses it alike).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemContent(String);
 
 impl ItemContent {
     pub fn parse(raw: String, max_bytes: usize) -> Result<Self, ParseError> {
+        if raw.contains('\0') {
+            return Err(ParseError(
+                "must not contain the NUL character (U+0000)".into(),
+            ));
+        }
         if raw.trim().is_empty() {
             return Err(ParseError("content must not be empty".into()));
         }

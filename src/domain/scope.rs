@@ -1,6 +1,6 @@
 //! What a job covers. Each scope maps to one keyset-paged query over the items table.
 
-use super::{ContextId, ItemId};
+use super::{ContextId, ItemId, ParseError};
 use serde::{Deserialize, Serialize};
 
 /// The set of items a job embeds.
@@ -23,6 +23,41 @@ pub enum JobScope {
 }
 
 impl JobScope {
+    /// Parses a scope as the API and the jobs stream receive it. Unknown fields are refused for
+    /// every kind: serde's `deny_unknown_fields` does not reach the variants without fields of
+    /// an internally tagged enum (`{"type": "all", "extra": 1}` would pass). An explicit list
+    /// must not be empty.
+    pub fn from_json(raw: serde_json::Value) -> Result<Self, ParseError> {
+        let fields = raw
+            .as_object()
+            .ok_or_else(|| ParseError("must be an object with a \"type\"".into()))?;
+        let allowed: &[&str] = match fields.get("type").and_then(|t| t.as_str()) {
+            Some("context") => &["type", "context_id"],
+            Some("items") => &["type", "item_ids"],
+            _ => &["type"],
+        };
+        if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ParseError(format!(
+                "unknown field {:?}; expected {}",
+                unknown.chars().take(40).collect::<String>(),
+                allowed.join(", ")
+            )));
+        }
+        let scope: Self = serde_json::from_value(raw).map_err(|e| ParseError(e.to_string()))?;
+        if matches!(&scope, Self::Items { item_ids } if item_ids.is_empty()) {
+            return Err(ParseError("item_ids must not be empty".into()));
+        }
+        Ok(scope)
+    }
+
+    /// Sorts and de-duplicates an explicit list of ids (the planner pages through it in order).
+    pub fn normalise(&mut self) {
+        if let Self::Items { item_ids } = self {
+            item_ids.sort();
+            item_ids.dedup();
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Context { .. } => "context",

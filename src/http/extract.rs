@@ -59,50 +59,40 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
-/// `Query<T>` with JSON rejections.
-pub struct ApiQuery<T>(pub T);
+/// A parts extractor that wraps one of axum's and answers its rejection as a JSON 400.
+macro_rules! json_rejecting {
+    ($(#[$doc:meta])* $name:ident wraps $inner:ident, $what:literal) => {
+        $(#[$doc])*
+        pub struct $name<T>(pub T);
 
-impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
+        impl<S, T> axum::extract::FromRequestParts<S> for $name<T>
+        where
+            T: DeserializeOwned + Send,
+            S: Send + Sync,
+        {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request(format!(
-                "bad query string: {}",
-                rejection.body_text()
-            ))),
+            async fn from_request_parts(
+                parts: &mut axum::http::request::Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                match axum::extract::$inner::<T>::from_request_parts(parts, state).await {
+                    Ok(axum::extract::$inner(value)) => Ok(Self(value)),
+                    Err(rejection) => Err(ApiError::bad_request(format!(
+                        concat!($what, ": {}"),
+                        rejection.body_text()
+                    ))),
+                }
+            }
         }
-    }
+    };
 }
 
-/// `Path<T>` with JSON rejections (a path segment that is not valid UTF-8 once decoded).
-pub struct ApiPath<T>(pub T);
-
-impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
-where
-    T: DeserializeOwned + Send,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError::bad_request(format!(
-                "bad path: {}",
-                rejection.body_text()
-            ))),
-        }
-    }
-}
+json_rejecting!(
+    /// `Query<T>` with JSON rejections.
+    ApiQuery wraps Query, "bad query string"
+);
+json_rejecting!(
+    /// `Path<T>` with JSON rejections (a path segment that is not valid UTF-8 once decoded).
+    ApiPath wraps Path, "bad path"
+);

@@ -3,11 +3,9 @@
 //! filled in when it is served. `GET /docs` renders it (a static page, no external assets).
 
 use crate::config::Settings;
-use crate::domain::{ItemStatus, JobId, JobScope, JobState};
 use crate::http::error::ErrorBody;
 use crate::http::routes;
 use serde_json::{Value, json};
-use std::borrow::Cow;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
@@ -151,132 +149,6 @@ pub(crate) mod responses {
     pub struct Unavailable(ErrorBody);
 }
 
-/// Schemas of the records that the store and the queue return and the handlers send as they
-/// are. Those types live outside the HTTP layer, so their schemas are spelt out here; the tests
-/// below check that these stay in step with what the types serialise to.
-mod records {
-    #![allow(dead_code)] // Never built: they only describe the records.
-
-    use super::*;
-
-    /// One item, as `GET /v1/items/{id}` shows it (without its content).
-    #[derive(ToSchema)]
-    #[schema(as = ItemRecord)]
-    pub struct ItemRecordSchema {
-        #[schema(value_type = crate::domain::ItemId)]
-        id: String,
-        #[schema(value_type = crate::domain::ContextId)]
-        context_id: String,
-        status: ItemStatus,
-        /// Attempts of the current content so far.
-        attempts: i64,
-        /// Why the last attempt failed.
-        last_error: Option<String>,
-        /// Hex SHA-256 of the current content.
-        #[schema(pattern = "^[0-9a-f]{64}$")]
-        content_hash: String,
-        /// The model of the stored vector, if any.
-        embedded_model: Option<String>,
-        /// The content hash the stored vector was made from.
-        embedded_hash: Option<String>,
-        /// Milliseconds since the Unix epoch.
-        created_at: i64,
-        /// Milliseconds since the Unix epoch.
-        updated_at: i64,
-    }
-
-    /// One job with its counters (times in milliseconds since the Unix epoch).
-    #[derive(ToSchema)]
-    #[schema(as = JobRecord)]
-    pub struct JobRecordSchema {
-        id: JobId,
-        /// What the job does ("embed").
-        kind: String,
-        scope: JobScope,
-        /// The embedding model the job uses.
-        model: String,
-        state: JobState,
-        /// Items in the scope (final once `planned` is true).
-        total: i64,
-        /// Items embedded by this job.
-        completed: i64,
-        /// Items that ended FAILED (each with its reason).
-        failed: i64,
-        /// Items already up to date.
-        skipped: i64,
-        /// Where planning stands (internal).
-        planning_cursor: Option<String>,
-        planned_at: Option<i64>,
-        idempotency_key: Option<String>,
-        /// Why the job failed as a whole, if it did.
-        error: Option<String>,
-        created_at: i64,
-        updated_at: i64,
-        started_at: Option<i64>,
-        finished_at: Option<i64>,
-    }
-
-    /// What an upsert did.
-    #[derive(ToSchema)]
-    #[schema(as = UpsertCounts)]
-    pub struct UpsertCountsSchema {
-        /// New items.
-        created: u64,
-        /// Items whose content changed (now PENDING).
-        changed: u64,
-        /// Items sent with the content they had.
-        unchanged: u64,
-    }
-
-    /// A dead letter: an item that ended FAILED (`kind` "item"), or a stream entry that could not
-    /// be decoded (`kind` "entry").
-    #[derive(ToSchema)]
-    #[schema(as = DeadLetter)]
-    pub struct DeadLetterSchema {
-        #[schema(value_type = crate::http::routes::dead_letters::DeadLetterId)]
-        id: String,
-        /// "item" or "entry".
-        kind: String,
-        job_id: Option<String>,
-        item_id: Option<String>,
-        attempts: Option<u32>,
-        /// Why it ended here.
-        reason: String,
-        /// For entries: the stream and entry id they came from, and their fields.
-        stream: Option<String>,
-        entry_id: Option<String>,
-        payload: Option<String>,
-        /// When it was written, in milliseconds since the Unix epoch.
-        at_ms: Option<i64>,
-    }
-}
-
-/// Gives a type outside the HTTP layer the schema written for it in `records`.
-macro_rules! schema_from {
-    ($ty:ty => $schema:ty) => {
-        impl PartialSchema for $ty {
-            fn schema() -> RefOr<Schema> {
-                <$schema as PartialSchema>::schema()
-            }
-        }
-
-        impl ToSchema for $ty {
-            fn name() -> Cow<'static, str> {
-                <$schema as ToSchema>::name()
-            }
-
-            fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-                <$schema as ToSchema>::schemas(schemas)
-            }
-        }
-    };
-}
-
-schema_from!(crate::store::ItemRecord => records::ItemRecordSchema);
-schema_from!(crate::store::JobRecord => records::JobRecordSchema);
-schema_from!(crate::store::UpsertCounts => records::UpsertCountsSchema);
-schema_from!(crate::queue::DeadLetter => records::DeadLetterSchema);
-
 /// The requeue body is a choice of three shapes, which its struct (three optional fields,
 /// checked by the handler) cannot show; `null` stands for an absent field, as serde takes it.
 impl PartialSchema for routes::dead_letters::RequeueBody {
@@ -327,6 +199,7 @@ impl ToSchema for routes::dead_letters::RequeueBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{ItemStatus, JobId, JobScope, JobState};
     use std::collections::BTreeSet;
 
     fn doc() -> Value {

@@ -50,17 +50,11 @@ impl StreamMessage for JobMessage {
         let job_id = JobId::parse(raw).map_err(|e| Malformed(e.0))?;
         let scope = if fields.contains_key("scope") {
             let raw = text_field(fields, "scope")?;
-            let mut scope: JobScope = serde_json::from_str(raw)
+            let mut scope = serde_json::from_str(raw)
+                .map_err(|e| e.to_string())
+                .and_then(|json| JobScope::from_json(json).map_err(|e| e.0))
                 .map_err(|e| Malformed(format!("field \"scope\": {e}")))?;
-            if let JobScope::Items { item_ids } = &mut scope {
-                if item_ids.is_empty() {
-                    return Err(Malformed(
-                        "field \"scope\": item_ids must not be empty".into(),
-                    ));
-                }
-                item_ids.sort();
-                item_ids.dedup();
-            }
+            scope.normalise();
             Some(Box::new(scope))
         } else {
             None
@@ -122,6 +116,7 @@ mod tests {
         for bad in [
             r#"{"type":"nope"}"#,
             r#"{"type":"items","item_ids":[]}"#,
+            r#"{"type":"all","extra":1}"#,
             r#"{"type":"context","context_id":"a b"}"#,
             "not json",
         ] {

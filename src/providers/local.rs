@@ -318,7 +318,7 @@ impl Embedder for LocalEmbedder {
 }
 
 /// `threads`, or one per CPU available to the process for 0.
-fn resolve_threads(threads: usize) -> usize {
+pub(crate) fn resolve_threads(threads: usize) -> usize {
     if threads > 0 {
         threads
     } else {
@@ -344,6 +344,7 @@ fn transient(reason: String) -> ProviderError {
         reason,
         retry_after: None,
         rate_limited: false,
+        unreachable: false,
         hints: RateLimitHints::default(),
     }
 }

@@ -11,6 +11,7 @@ mod rate_limit_headers;
 mod tokens;
 
 pub use local::LocalEmbedder;
+pub(crate) use local::resolve_threads as local_model_threads;
 pub use openai::OpenAiEmbedder;
 pub use packing::{Packed, RequestLimits, pack};
 pub use rate_limit_headers::{RateLimitHints, parse_openai_duration, parse_retry_after};
@@ -35,6 +36,9 @@ pub enum ProviderError {
         retry_after: Option<Duration>,
         /// True for a 429 rate limit: every worker should slow down.
         rate_limited: bool,
+        /// True when the request never reached the provider (no connection could be made):
+        /// the provider is unreachable, and no attempt was used.
+        unreachable: bool,
         hints: RateLimitHints,
     },
     /// The provider refused the inputs themselves (400): retrying cannot help.
@@ -46,14 +50,16 @@ pub enum ProviderError {
     Fatal { reason: String },
 }
 
-/// How the reason of a transient error begins when the request never reached the provider
-/// (no connection could be made): the provider is unreachable, and no attempt was used.
-pub const UNREACHABLE: &str = "connection failed";
-
 impl ProviderError {
     /// The request never reached the provider: no connection could be made.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Transient { reason, .. } if reason.starts_with(UNREACHABLE))
+        matches!(
+            self,
+            Self::Transient {
+                unreachable: true,
+                ..
+            }
+        )
     }
 
     pub fn is_rate_limited(&self) -> bool {

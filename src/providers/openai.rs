@@ -165,6 +165,7 @@ impl OpenAiEmbedder {
                 reason,
                 retry_after,
                 rate_limited: true,
+                unreachable: false,
                 hints,
             },
             _ if should_retry(headers) == Some(false) => ProviderError::InvalidInput { reason },
@@ -172,12 +173,14 @@ impl OpenAiEmbedder {
                 reason,
                 retry_after,
                 rate_limited: false,
+                unreachable: false,
                 hints,
             },
             _ if should_retry(headers) == Some(true) => ProviderError::Transient {
                 reason,
                 retry_after,
                 rate_limited: false,
+                unreachable: false,
                 hints,
             },
             _ => ProviderError::InvalidInput { reason },
@@ -199,10 +202,11 @@ fn decode_base64_f32(b64: &str) -> Result<Vec<f32>, String> {
 }
 
 fn transport_error(e: &reqwest::Error) -> ProviderError {
+    let unreachable = !e.is_timeout() && e.is_connect();
     let kind = if e.is_timeout() {
         "timed out"
-    } else if e.is_connect() {
-        super::UNREACHABLE
+    } else if unreachable {
+        "connection failed"
     } else {
         "transport error"
     };
@@ -210,6 +214,7 @@ fn transport_error(e: &reqwest::Error) -> ProviderError {
         reason: format!("{kind}: {}", without_url(e)),
         retry_after: None,
         rate_limited: false,
+        unreachable,
         hints: RateLimitHints::default(),
     }
 }
@@ -275,6 +280,7 @@ impl Embedder for OpenAiEmbedder {
                 reason: format!("bad response body: {problem}"),
                 retry_after: None,
                 rate_limited: false,
+                unreachable: false,
                 hints,
             }),
         }

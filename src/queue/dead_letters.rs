@@ -6,20 +6,25 @@ use redis::aio::ConnectionManager;
 use redis::streams::{StreamId, StreamRangeReply};
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A dead letter: an item that ended FAILED (`kind` "item"), or a stream entry that could not
+/// be decoded (`kind` "entry").
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DeadLetter {
-    /// The dead letter's own stream id.
+    /// The dead letter's own stream id, `MILLISECONDS-SEQUENCE`.
+    #[schema(pattern = "^[0-9]{1,19}(-[0-9]{1,19})?$", example = "1700000000000-0")]
     pub id: String,
     /// "item" (an item that ended FAILED) or "entry" (a stream entry that did not decode).
     pub kind: String,
     pub job_id: Option<String>,
     pub item_id: Option<String>,
     pub attempts: Option<u32>,
+    /// Why it ended here.
     pub reason: String,
     /// For entries: the stream and entry id they came from, and their fields.
     pub stream: Option<String>,
     pub entry_id: Option<String>,
     pub payload: Option<String>,
+    /// When it was written, in milliseconds since the Unix epoch.
     pub at_ms: Option<i64>,
 }
 

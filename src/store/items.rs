@@ -15,11 +15,14 @@ pub struct NewItem {
     pub content: ItemContent,
 }
 
-/// What a bulk upsert did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UpsertCounts {
+    /// New items.
     pub created: u64,
+    /// Items whose content changed (now PENDING).
     pub changed: u64,
+    /// Items sent with the content they had.
     pub unchanged: u64,
 }
 

@@ -7,17 +7,27 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// One item, as `GET /v1/items/{id}` shows it (without its content).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ItemRecord {
+    #[schema(value_type = crate::domain::ItemId)]
     pub id: String,
+    #[schema(value_type = crate::domain::ContextId)]
     pub context_id: String,
     pub status: ItemStatus,
+    /// Attempts of the current content so far.
     pub attempts: i64,
+    /// Why the last attempt failed.
     pub last_error: Option<String>,
+    /// Hex SHA-256 of the current content.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub content_hash: String,
+    /// The model of the stored vector, if any.
     pub embedded_model: Option<String>,
+    /// The content hash the stored vector was made from.
     pub embedded_hash: Option<String>,
+    /// Milliseconds since the Unix epoch.
     pub created_at: i64,
+    /// Milliseconds since the Unix epoch.
     pub updated_at: i64,
 }
 
@@ -42,21 +52,29 @@ impl ItemRecord {
     }
 }
 
-/// One job with its counters.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One job with its counters (times in milliseconds since the Unix epoch).
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct JobRecord {
     pub id: JobId,
+    /// What the job does ("embed").
     pub kind: String,
     pub scope: JobScope,
+    /// The embedding model the job uses.
     pub model: String,
     pub state: JobState,
+    /// Items in the scope (final once `planned` is true).
     pub total: i64,
+    /// Items embedded by this job.
     pub completed: i64,
+    /// Items that ended FAILED (each with its reason).
     pub failed: i64,
+    /// Items already up to date.
     pub skipped: i64,
+    /// Where planning stands (internal).
     pub planning_cursor: Option<String>,
     pub planned_at: Option<i64>,
     pub idempotency_key: Option<String>,
+    /// Why the job failed as a whole, if it did.
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,

@@ -40,15 +40,19 @@ pub enum IntakeVerb {
 pub async fn pause(
     State(app): State<AppState>,
 ) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
+    tell_intake(&app, SupervisorMsg::PauseIntake, IntakeVerb::Pausing)
+}
+
+/// Sends one intake verb to the supervisor and answers at once.
+fn tell_intake(
+    app: &AppState,
+    message: SupervisorMsg,
+    verb: IntakeVerb,
+) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
     app.supervisor
-        .cast(SupervisorMsg::PauseIntake)
+        .cast(message)
         .map_err(|_| ApiError::unavailable("the pipeline is stopping"))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(IntakeAnswer {
-            intake: IntakeVerb::Pausing,
-        }),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(IntakeAnswer { intake: verb })))
 }
 
 /// Resumes intake; also clears a pause caused by a bad key or an exhausted quota.
@@ -68,15 +72,7 @@ pub async fn pause(
 pub async fn resume(
     State(app): State<AppState>,
 ) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
-    app.supervisor
-        .cast(SupervisorMsg::ResumeIntake)
-        .map_err(|_| ApiError::unavailable("the pipeline is stopping"))?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(IntakeAnswer {
-            intake: IntakeVerb::Resuming,
-        }),
-    ))
+    tell_intake(&app, SupervisorMsg::ResumeIntake, IntakeVerb::Resuming)
 }
 
 /// The supervision tree.

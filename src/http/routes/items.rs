@@ -88,12 +88,6 @@ pub async fn upsert_items(
                 "items[{i}].id: {id} appears more than once in this request"
             )));
         }
-        // PostgreSQL's text cannot hold U+0000; refuse it on every backend alike.
-        if raw.content.contains('\0') {
-            return Err(ApiError::invalid(format!(
-                "items[{i}].content: must not contain the NUL character (U+0000)"
-            )));
-        }
         let content = ItemContent::parse(raw.content, limits.max_content_bytes)
             .map_err(|e| ApiError::invalid(format!("items[{i}].content: {e}")))?;
         items.push(NewItem { id, content });

@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct CreateJobBody {
     /// Which items the job covers.
-    // Kept as JSON until `parse_scope`, which refuses unknown fields in every kind of scope.
+    // Kept as JSON until `JobScope::from_json`, which refuses unknown fields in every kind of scope.
     #[schema(value_type = JobScope)]
     scope: serde_json::Value,
     /// Only "embed" exists today.
@@ -96,31 +96,19 @@ fn accepted(job: &JobRecord, created: bool) -> Response {
     response
 }
 
-/// Parses a job's scope. serde's `deny_unknown_fields` does not reach the variants without
-/// fields of an internally tagged enum (`{"type": "all", "extra": 1}` would pass), so the
-/// fields are checked here, for every kind alike.
-fn parse_scope(raw: serde_json::Value) -> Result<JobScope, ApiError> {
-    let fields = raw
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("scope must be an object with a \"type\""))?;
-    let allowed: &[&str] = match fields.get("type").and_then(|t| t.as_str()) {
-        Some("context") => &["type", "context_id"],
-        Some("items") => &["type", "item_ids"],
-        _ => &["type"],
-    };
-    if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::invalid(format!(
-            "scope: unknown field {:?}; expected {}",
-            unknown.chars().take(40).collect::<String>(),
-            allowed.join(", ")
-        )));
-    }
-    serde_json::from_value(raw).map_err(|e| ApiError::invalid(format!("scope: {e}")))
-}
-
 /// Validates the scope against the store, cheaply: one lookup for a context, one query per
 /// 500 ids for an explicit list (bounded by `limits.max_job_item_ids`).
 async fn check_scope(app: &AppState, scope: &mut JobScope) -> Result<(), ApiError> {
+    let max = app.settings.limits.max_job_item_ids;
+    if let JobScope::Items { item_ids } = scope
+        && item_ids.len() > max
+    {
+        return Err(ApiError::invalid(format!(
+            "scope.item_ids has {} ids; the limit is {max} (limits.max_job_item_ids)",
+            item_ids.len()
+        )));
+    }
+    scope.normalise();
     match scope {
         JobScope::Context { context_id } => {
             if !app.store.context_exists(context_id).await? {
@@ -128,18 +116,6 @@ async fn check_scope(app: &AppState, scope: &mut JobScope) -> Result<(), ApiErro
             }
         }
         JobScope::Items { item_ids } => {
-            let max = app.settings.limits.max_job_item_ids;
-            if item_ids.is_empty() {
-                return Err(ApiError::invalid("scope.item_ids must not be empty"));
-            }
-            if item_ids.len() > max {
-                return Err(ApiError::invalid(format!(
-                    "scope.item_ids has {} ids; the limit is {max} (limits.max_job_item_ids)",
-                    item_ids.len()
-                )));
-            }
-            item_ids.sort();
-            item_ids.dedup();
             let missing = app.store.missing_items(item_ids).await?;
             if !missing.is_empty() {
                 let shown: Vec<&str> = missing.iter().take(10).map(|i| i.as_str()).collect();
@@ -187,7 +163,8 @@ pub async fn create_job(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJobBody>,
 ) -> Result<Response, ApiError> {
-    let mut scope = parse_scope(body.scope)?;
+    let mut scope =
+        JobScope::from_json(body.scope).map_err(|e| ApiError::invalid(format!("scope: {e}")))?;
     if body.kind != "embed" {
         return Err(ApiError::invalid(format!(
             "unknown job kind {:?}; the only kind is \"embed\"",
