@@ -9,41 +9,29 @@ mod support;
 use embedq::queue::Keys;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::daemon::Daemon;
+use support::daemon::{Daemon, owned_env};
 use support::invariants::{Report, Scene, check};
 use support::mock_provider::{MockProvider, MockScript};
 use support::proxy::Proxy;
 use support::redis_server::RedisServer;
-use support::{Backend, TEST_DIMENSION, TestApp, TestDatabase, redis_url, wait_until};
+use support::{
+    Backend, TestApp, TestDatabase, context_job, redis_url, script_with_latency, wait_until, xadd,
+};
 
 const MODEL: &str = "text-embedding-3-small";
 
-fn script(latency_ms: u64) -> MockScript {
-    MockScript {
-        dimension: TEST_DIMENSION,
-        latency: Duration::from_millis(latency_ms),
-        ..MockScript::default()
-    }
-}
-
+/// An app embedding through `provider_url`, with small tasks and pages.
 async fn app_with(
     backend: Backend,
     provider_url: &str,
     adjust: impl FnOnce(&mut embedq::config::Settings),
 ) -> TestApp {
-    let url = provider_url.to_owned();
-    TestApp::spawn_with(backend, move |s| {
-        s.embedding.base_url = url;
+    support::app_at(backend, provider_url, move |s| {
         s.planner.task_size = 16;
         s.planner.page_size = 200;
         adjust(s);
     })
     .await
-}
-
-async fn context_job(app: &TestApp) -> String {
-    app.create_job(json!({"type": "context", "context_id": "ctx"}))
-        .await
 }
 
 async fn wait_completed(app: &TestApp, job: &str, at_least: i64) {
@@ -54,6 +42,60 @@ async fn wait_completed(app: &TestApp, job: &str, at_least: i64) {
         .await,
         "job {job} did not reach {at_least} completed"
     );
+}
+
+/// Seeds `items` items in `ctx`, starts a job over them and waits until `at_least` are
+/// completed: the moment the scenarios strike.
+async fn job_under_way(app: &TestApp, items: usize, at_least: i64) -> String {
+    app.seed_items("ctx", "it", items).await;
+    let job = context_job(app).await;
+    wait_completed(app, &job, at_least).await;
+    job
+}
+
+/// Waits for the job to finish and asserts it completed.
+async fn completed(app: &TestApp, job: &str, within: Duration) -> Value {
+    let done = app.wait_finished(job, within).await;
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    done
+}
+
+/// How every in-process scenario ends: the full invariant check over `jobs`, its duplicate
+/// count printed under `scenario` with `why`, and the app stopped.
+async fn conclude(app: TestApp, jobs: &[&str], mock: &MockProvider, scenario: &str, why: &str) {
+    let report = app.check_invariants(jobs, Some(mock)).await;
+    report.print(scenario, why);
+    app.stop().await;
+}
+
+/// An app whose daemon reaches PostgreSQL through a proxy the test controls, while the app's
+/// own store (used by the checks) connects directly.
+async fn app_behind_a_postgres_proxy(
+    mock: &MockProvider,
+    adjust: impl FnOnce(&mut embedq::config::Settings),
+) -> (TestApp, Proxy) {
+    let db = TestDatabase::create(Backend::Postgres).await;
+    let proxy = Proxy::for_url(&db.url).await;
+    let direct_url = db.url.clone();
+    let vectors_dir = tempfile::tempdir().unwrap().keep();
+    let mut settings = support::test_settings(&proxy.rewrite(&db.url), &vectors_dir);
+    settings.embedding.base_url = mock.base_url();
+    settings.planner.task_size = 16;
+    adjust(&mut settings);
+    let mut app = TestApp::start(settings, db, vectors_dir).await;
+    let mut direct = app.settings.database.clone();
+    direct.url = direct_url;
+    app.store = embedq::store::Store::connect(&direct).await.unwrap();
+    (app, proxy)
+}
+
+/// Stalls the proxy for 3 s, slows it for 2 s, then restores it.
+async fn stall_then_slow(proxy: &Proxy) {
+    proxy.stall();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.slow(Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    proxy.restore();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -80,7 +122,7 @@ impl DaemonSetup {
     fn env(&self, provider: &str, visibility_ms: u64) -> Vec<(String, String)> {
         let vectors = self.vectors.path().display().to_string();
         let visibility = visibility_ms.to_string();
-        [
+        owned_env([
             ("EMBEDQ__DATABASE__URL", self.db.url.as_str()),
             ("EMBEDQ__VECTORS__PATH", vectors.as_str()),
             ("EMBEDQ__EMBEDDING__PROVIDER", "openai"),
@@ -95,10 +137,7 @@ impl DaemonSetup {
             ("EMBEDQ__PIPELINE__STATUS_FLUSH_MS", "20"),
             ("EMBEDQ__RETRY__BASE_BACKOFF_MS", "50"),
             ("EMBEDQ__RETRY__MAX_BACKOFF_MS", "1000"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        ])
     }
 
     async fn post(&self, daemon: &Daemon, path: &str, body: Value) -> Value {
@@ -188,7 +227,7 @@ impl DaemonSetup {
 const KILL_ITEMS: usize = 2_000;
 
 async fn sigkill_mid_batch_completes_after_the_visibility_timeout(backend: Backend) {
-    let mock = MockProvider::start(script(150)).await;
+    let mock = MockProvider::start(script_with_latency(150)).await;
     let setup = DaemonSetup::new(backend).await;
     let visibility = Duration::from_millis(3_000);
     let env = setup.env(&mock.base_url(), visibility.as_millis() as u64);
@@ -239,7 +278,7 @@ async fn sigkill_mid_batch_completes_after_the_visibility_timeout(backend: Backe
 }
 
 async fn sigterm_mid_job_finishes_in_flight_batches(backend: Backend) {
-    let mock = MockProvider::start(script(150)).await;
+    let mock = MockProvider::start(script_with_latency(150)).await;
     let setup = DaemonSetup::new(backend).await;
     // A long visibility timeout: the restarted daemon must not have to wait for it.
     let visibility = Duration::from_secs(60);
@@ -290,38 +329,37 @@ async fn sigterm_mid_job_finishes_in_flight_batches(backend: Backend) {
 /// mid-job, and comes back a second later: every consumer notices and resumes.
 async fn redis_restart_during_blocking_reads_mid_job(backend: Backend) {
     let mut redis = RedisServer::start_persistent();
-    let mock = MockProvider::start(script(30)).await;
+    let mock = MockProvider::start(script_with_latency(30)).await;
     let url = redis.url();
     let app = app_with(backend, &mock.base_url(), |s| {
         s.redis.url = url.clone();
         s.queue.block_ms = 1_000;
     })
     .await;
-    app.seed_items("ctx", "it", 800).await;
-    let job = context_job(&app).await;
-    wait_completed(&app, &job, 200).await;
+    let job = job_under_way(&app, 800, 200).await;
     redis.kill();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     redis.restart();
     let restarted = Instant::now();
-    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
+    completed(&app, &job, Duration::from_secs(60)).await;
     println!(
         "[{backend:?} Redis restart] job completed {:.2} s after Redis came back",
         restarted.elapsed().as_secs_f64()
     );
-    let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
+    conclude(
+        app,
+        &[&job],
+        &mock,
         &format!("{backend:?} Redis restart mid-job"),
         "tasks whose acknowledgement or retry met the dead Redis are processed again (their items skip if committed)",
-    );
-    app.stop().await;
+    )
+    .await;
 }
 
 /// Redis stalls (connections open, nothing answers) for 3 s mid-job, then answers slowly: the
 /// command and blocking-read time-outs notice, reconnect, and nobody stays stuck.
 async fn redis_stalled_then_slow_mid_job(backend: Backend) {
-    let mock = MockProvider::start(script(20)).await;
+    let mock = MockProvider::start(script_with_latency(20)).await;
     let proxy = Proxy::for_url(&redis_url()).await;
     let proxied = proxy.rewrite(&redis_url());
     let mut app = app_with(backend, &mock.base_url(), |s| {
@@ -332,61 +370,41 @@ async fn redis_stalled_then_slow_mid_job(backend: Backend) {
     app.redis = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap())
         .await
         .unwrap();
-    app.seed_items("ctx", "it", 1_000).await;
-    let job = context_job(&app).await;
-    wait_completed(&app, &job, 200).await;
-    proxy.stall();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    proxy.slow(Duration::from_millis(5));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    proxy.restore();
+    let job = job_under_way(&app, 1_000, 200).await;
+    stall_then_slow(&proxy).await;
     let back = Instant::now();
-    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
+    completed(&app, &job, Duration::from_secs(60)).await;
     println!(
         "[{backend:?} Redis stalled 3 s, slow 2 s] job completed {:.2} s after Redis answered normally again",
         back.elapsed().as_secs_f64()
     );
-    let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
+    conclude(
+        app,
+        &[&job],
+        &mock,
         &format!("{backend:?} Redis stalled then slow"),
         "tasks whose acknowledgement timed out are processed again (their items skip if committed)",
-    );
-    app.stop().await;
+    )
+    .await;
 }
 
 /// PostgreSQL stalls (queries hang, connections stay open) for 3 s mid-job, then answers
 /// slowly for 2 s: work waits and resumes; nothing is lost or counted twice.
 async fn postgres_stalled_then_slow_mid_job(backend: Backend) {
     assert_eq!(backend, Backend::Postgres);
-    let mock = MockProvider::start(script(20)).await;
-    let db = TestDatabase::create(backend).await;
-    let proxy = Proxy::for_url(&db.url).await;
-    let direct_url = db.url.clone();
-    let vectors_dir = tempfile::tempdir().unwrap().keep();
-    let mut settings = support::test_settings(&proxy.rewrite(&db.url), &vectors_dir);
-    settings.embedding.base_url = mock.base_url();
-    settings.planner.task_size = 16;
-    let mut app = TestApp::start(settings, db, vectors_dir).await;
-    let mut direct = app.settings.database.clone();
-    direct.url = direct_url;
-    app.store = embedq::store::Store::connect(&direct).await.unwrap();
-    app.seed_items("ctx", "it", 1_000).await;
-    let job = context_job(&app).await;
-    wait_completed(&app, &job, 200).await;
-    proxy.stall();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    proxy.slow(Duration::from_millis(5));
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    proxy.restore();
-    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
-    let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
+    let mock = MockProvider::start(script_with_latency(20)).await;
+    let (app, proxy) = app_behind_a_postgres_proxy(&mock, |_| {}).await;
+    let job = job_under_way(&app, 1_000, 200).await;
+    stall_then_slow(&proxy).await;
+    completed(&app, &job, Duration::from_secs(60)).await;
+    conclude(
+        app,
+        &[&job],
+        &mock,
         "PostgreSQL stalled then slow",
         "0 expected: queries wait, nothing is redone",
-    );
-    app.stop().await;
+    )
+    .await;
 }
 
 /// Outage length for the proxy scenarios.
@@ -398,22 +416,10 @@ async fn postgres_unreachable_mid_job(backend: Backend) {
     if std::env::var("EMBEDQ_TEST_LOG").is_ok() {
         embedq::telemetry::init(false, embedq::telemetry::DEFAULT_FILTER);
     }
-    let mock = MockProvider::start(script(20)).await;
-    let db = TestDatabase::create(backend).await;
-    let proxy = Proxy::for_url(&db.url).await;
-    let direct_url = db.url.clone();
-    let vectors_dir = tempfile::tempdir().unwrap().keep();
-    let mut settings = support::test_settings(&proxy.rewrite(&db.url), &vectors_dir);
-    settings.embedding.base_url = mock.base_url();
-    settings.planner.task_size = 16;
-    settings.database.acquire_timeout_ms = 1_000;
-    let mut app = TestApp::start(settings, db, vectors_dir).await;
-    let mut direct = app.settings.database.clone();
-    direct.url = direct_url;
-    app.store = embedq::store::Store::connect(&direct).await.unwrap();
-    app.seed_items("ctx", "it", 1_000).await;
-    let job = context_job(&app).await;
-    wait_completed(&app, &job, 200).await;
+    let mock = MockProvider::start(script_with_latency(20)).await;
+    let (app, proxy) =
+        app_behind_a_postgres_proxy(&mock, |s| s.database.acquire_timeout_ms = 1_000).await;
+    let job = job_under_way(&app, 1_000, 200).await;
     let before = app.job(&job).await["completed"].as_i64().unwrap();
     proxy.cut();
     tokio::time::sleep(OUTAGE).await;
@@ -421,8 +427,7 @@ async fn postgres_unreachable_mid_job(backend: Backend) {
     assert_eq!(status, 503, "readiness must see the database gone: {ready}");
     proxy.restore();
     let back = Instant::now();
-    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
+    completed(&app, &job, Duration::from_secs(60)).await;
     println!(
         "[PostgreSQL unreachable {} s] {before} completed at the cut; job completed {:.2} s after the database came back",
         OUTAGE.as_secs(),
@@ -443,12 +448,10 @@ async fn postgres_unreachable_mid_job(backend: Backend) {
 /// The provider unreachable mid-job (connections reset, then refused): calls wait behind the
 /// open circuit without using attempts, and the job completes once it is back.
 async fn provider_unreachable_mid_job(backend: Backend) {
-    let mock = MockProvider::start(script(20)).await;
+    let mock = MockProvider::start(script_with_latency(20)).await;
     let proxy = Proxy::for_url(&mock.base_url()).await;
     let app = app_with(backend, &proxy.rewrite(&mock.base_url()), |_| {}).await;
-    app.seed_items("ctx", "it", 1_000).await;
-    let job = context_job(&app).await;
-    wait_completed(&app, &job, 200).await;
+    let job = job_under_way(&app, 1_000, 200).await;
     proxy.down();
     let outage = if backend == Backend::Postgres {
         OUTAGE
@@ -487,7 +490,7 @@ async fn storm(backend: Backend, retry_after: bool) {
     let mock = MockProvider::start(MockScript {
         storm_429: 25,
         retry_after_on_429: retry_after,
-        ..script(5)
+        ..script_with_latency(5)
     })
     .await;
     let app = app_with(backend, &mock.base_url(), |s| {
@@ -505,15 +508,17 @@ async fn storm(backend: Backend, retry_after: bool) {
         audit.by_status
     );
     assert_eq!(done["state"], "COMPLETED", "{done}");
-    let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
+    conclude(
+        app,
+        &[&job],
+        &mock,
         &format!(
             "{backend:?} 429 storm {} Retry-After",
             if retry_after { "with" } else { "without" }
         ),
         "0 expected: a 429 embeds nothing",
-    );
-    app.stop().await;
+    )
+    .await;
 }
 
 async fn a_429_storm_with_retry_after(backend: Backend) {
@@ -529,7 +534,7 @@ async fn a_429_storm_without_retry_after(backend: Backend) {
 async fn exhausted_quota_pauses_until_resumed(backend: Backend) {
     let mock = MockProvider::start(MockScript {
         insufficient_quota: true,
-        ..script(5)
+        ..script_with_latency(5)
     })
     .await;
     let app = app_with(backend, &mock.base_url(), |_| {}).await;
@@ -559,10 +564,9 @@ async fn exhausted_quota_pauses_until_resumed(backend: Backend) {
         0,
         "the quota error burnt attempts"
     );
-    mock.set_script(script(5));
+    mock.set_script(script_with_latency(5));
     assert_eq!(app.post_json("/v1/resume", &json!({})).await.0, 202);
-    let done = app.wait_finished(&job, Duration::from_secs(30)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
+    completed(&app, &job, Duration::from_secs(30)).await;
     let report = app.check_invariants(&[&job], Some(&mock)).await;
     assert_eq!(report.max_attempts, 1);
     report.print(
@@ -579,7 +583,7 @@ async fn exhausted_quota_pauses_until_resumed(backend: Backend) {
 /// Two jobs over the same items at once: each counts every item once; an item is embedded
 /// again only if both jobs had it in flight at the same moment.
 async fn the_same_items_in_two_overlapping_jobs(backend: Backend) {
-    let mock = MockProvider::start(script(20)).await;
+    let mock = MockProvider::start(script_with_latency(20)).await;
     let app = app_with(backend, &mock.base_url(), |_| {}).await;
     app.seed_items("ctx", "it", 600).await;
     let first = context_job(&app).await;
@@ -588,8 +592,7 @@ async fn the_same_items_in_two_overlapping_jobs(backend: Backend) {
         .create_job(json!({"type": "items", "item_ids": ids}))
         .await;
     for job in [&first, &second] {
-        let done = app.wait_finished(job, Duration::from_secs(60)).await;
-        assert_eq!(done["state"], "COMPLETED", "{done}");
+        completed(&app, job, Duration::from_secs(60)).await;
     }
     let report = app.check_invariants(&[&first, &second], Some(&mock)).await;
     let second_job = app.job(&second).await;
@@ -607,16 +610,14 @@ async fn the_same_items_in_two_overlapping_jobs(backend: Backend) {
 /// A second daemon given the same consumer name is refused while the first works; the first
 /// completes its job untouched.
 async fn a_consumer_name_given_twice_is_refused_mid_job(backend: Backend) {
-    let mock = MockProvider::start(script(20)).await;
+    let mock = MockProvider::start(script_with_latency(20)).await;
     // Unique per test: actor names derive from it, and tests share one process.
     let name = format!("replica-{}", uuid::Uuid::new_v4().simple());
     let app = app_with(backend, &mock.base_url(), |s| {
         s.queue.consumer_name = name.clone();
     })
     .await;
-    app.seed_items("ctx", "it", 400).await;
-    let job = context_job(&app).await;
-    wait_completed(&app, &job, 50).await;
+    let job = job_under_way(&app, 400, 50).await;
     let db = TestDatabase::create(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let mut settings = support::test_settings(&db.url, dir.path());
@@ -625,26 +626,25 @@ async fn a_consumer_name_given_twice_is_refused_mid_job(backend: Backend) {
     let refused = embedq::startup::Application::build(settings).await;
     let err = refused.err().expect("the second daemon must not start");
     assert!(err.to_string().contains(&name), "{err}");
-    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
-    let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
+    completed(&app, &job, Duration::from_secs(60)).await;
+    conclude(
+        app,
+        &[&job],
+        &mock,
         &format!("{backend:?} consumer name given twice"),
         "0 expected: the second daemon never consumed",
-    );
-    app.stop().await;
+    )
+    .await;
 }
 
 /// Pause with work in flight: what was taken finishes, then nothing moves; resume finishes.
 async fn pause_with_work_in_flight_then_resume(backend: Backend) {
-    let mock = MockProvider::start(script(100)).await;
+    let mock = MockProvider::start(script_with_latency(100)).await;
     let app = app_with(backend, &mock.base_url(), |s| {
         s.queue.task_credits = 8;
     })
     .await;
-    app.seed_items("ctx", "it", 800).await;
-    let job = context_job(&app).await;
-    wait_completed(&app, &job, 64).await;
+    let job = job_under_way(&app, 800, 64).await;
     assert_eq!(app.post_json("/v1/pause", &json!({})).await.0, 202);
     // In-flight work settles, then the job stands still.
     let mut previous = -1;
@@ -666,20 +666,21 @@ async fn pause_with_work_in_flight_then_resume(backend: Backend) {
         "{ready}"
     );
     assert_eq!(app.post_json("/v1/resume", &json!({})).await.0, 202);
-    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
-    let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
+    completed(&app, &job, Duration::from_secs(60)).await;
+    conclude(
+        app,
+        &[&job],
+        &mock,
         &format!("{backend:?} pause then resume ({previous} done while paused)"),
         "0 expected: paused work waits, nothing is redone",
-    );
-    app.stop().await;
+    )
+    .await;
 }
 
 /// Malformed entries written straight to the tasks stream mid-job are dead-lettered with their
 /// reason; the daemon keeps working.
 async fn malformed_task_entries_are_dead_lettered(backend: Backend) {
-    let mock = MockProvider::start(script(10)).await;
+    let mock = MockProvider::start(script_with_latency(10)).await;
     let app = app_with(backend, &mock.base_url(), |_| {}).await;
     app.seed_items("ctx", "it", 300).await;
     let job = context_job(&app).await;
@@ -691,15 +692,9 @@ async fn malformed_task_entries_are_dead_lettered(backend: Backend) {
         vec![("nothing", "useful")],
         vec![("v", "1"), ("task", r#"{"job_id":"x","items":[]}"#)],
     ] {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&stream).arg("*");
-        for (k, v) in fields {
-            cmd.arg(k).arg(v);
-        }
-        let _: String = cmd.query_async(&mut redis).await.unwrap();
+        xadd(&mut redis, &stream, &fields).await;
     }
-    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
-    assert_eq!(done["state"], "COMPLETED", "{done}");
+    completed(&app, &job, Duration::from_secs(60)).await;
     let report = app.check_invariants(&[&job], Some(&mock)).await;
     assert_eq!(report.malformed_dead_letters, 4);
     assert_eq!(app.get("/readyz").await.0, 200);
@@ -710,7 +705,7 @@ async fn malformed_task_entries_are_dead_lettered(backend: Backend) {
 /// Items upserted again with the same content stay as they are; a job over them embeds
 /// nothing and counts every item skipped.
 async fn an_update_that_does_not_change_content(backend: Backend) {
-    let mock = MockProvider::start(script(5)).await;
+    let mock = MockProvider::start(script_with_latency(5)).await;
     let app = app_with(backend, &mock.base_url(), |_| {}).await;
     app.seed_items("ctx", "it", 200).await;
     let first = context_job(&app).await;
@@ -740,12 +735,14 @@ async fn an_update_that_does_not_change_content(backend: Backend) {
         calls,
         "unchanged content was embedded"
     );
-    let report = app.check_invariants(&[&first, &second], Some(&mock)).await;
-    report.print(
+    conclude(
+        app,
+        &[&first, &second],
+        &mock,
         &format!("{backend:?} update without a content change"),
         "0 expected: nothing changed, nothing is embedded again",
-    );
-    app.stop().await;
+    )
+    .await;
 }
 
 on_both_backends!(

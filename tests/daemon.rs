@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::daemon::Daemon;
+use support::daemon::{Daemon, owned_env};
 use support::{Backend, TestDatabase, redis_url, tasks_on_stream};
 
 const ITEMS: i64 = 200_000;
@@ -16,7 +16,7 @@ const ITEMS: i64 = 200_000;
 fn daemon_env(db: &str, prefix: &str, vectors: &std::path::Path) -> Vec<(String, String)> {
     let vectors = vectors.display().to_string();
     let provider = format!("http://127.0.0.1:{}/v1", support::free_port());
-    [
+    owned_env([
         ("EMBEDQ__DATABASE__URL", db),
         ("EMBEDQ__VECTORS__PATH", vectors.as_str()),
         ("EMBEDQ__EMBEDDING__PROVIDER", "openai"),
@@ -31,10 +31,7 @@ fn daemon_env(db: &str, prefix: &str, vectors: &std::path::Path) -> Vec<(String,
         ("EMBEDQ__PLANNER__MAX_QUEUED_TASKS", "1000000"),
         // Plan only, so the tasks stay on the stream to be counted.
         ("EMBEDQ__PIPELINE__EMBED", "false"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    ])
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {

@@ -10,15 +10,7 @@ mod support;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::mock_provider::{MockProvider, MockScript};
-use support::{Backend, TEST_DIMENSION, TestApp, wait_until};
-
-fn script(latency_ms: u64) -> MockScript {
-    MockScript {
-        dimension: TEST_DIMENSION,
-        latency: Duration::from_millis(latency_ms),
-        ..MockScript::default()
-    }
-}
+use support::{Backend, TestApp, context_job, script_with_latency, wait_until, xadd};
 
 /// An app on the mock with small tasks, quick restarts and room for the restarts a scenario
 /// causes.
@@ -27,9 +19,7 @@ async fn app_with(
     mock: &MockProvider,
     adjust: impl FnOnce(&mut embedq::config::Settings),
 ) -> TestApp {
-    let url = mock.base_url();
-    TestApp::spawn_with(backend, move |s| {
-        s.embedding.base_url = url;
+    support::app_with(backend, mock, move |s| {
         s.planner.task_size = 16;
         s.planner.page_size = 100;
         s.supervision.restart_backoff_ms = 20;
@@ -64,16 +54,11 @@ fn fired(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
-async fn context_job(app: &TestApp) -> String {
-    app.create_job(json!({"type": "context", "context_id": "ctx"}))
-        .await
-}
-
 /// One actor panics once mid-job: it restarts alone, the job completes, every invariant holds.
 /// `early`: armed before the job is created (planning is over quickly), else once the job has
 /// made progress.
 async fn one_panic(backend: Backend, spec: &str, role: &str, early: bool, why: &str) {
-    let mock = MockProvider::start(script(20)).await;
+    let mock = MockProvider::start(script_with_latency(20)).await;
     // Few credits: the tasks intake reads again each time a task settles.
     let app = app_with(backend, &mock, |s| s.queue.task_credits = 4).await;
     app.seed_items("ctx", "it", 400).await;
@@ -197,7 +182,7 @@ async fn a_status_writer_panic_loses_nothing(backend: Backend) {
 async fn a_retry_scheduler_panic_loses_no_retry(backend: Backend) {
     let mock = MockProvider::start(MockScript {
         server_error_ratio: 0.2,
-        ..script(20)
+        ..script_with_latency(20)
     })
     .await;
     let app = app_with(backend, &mock, |_| {}).await;
@@ -223,7 +208,7 @@ async fn a_retry_scheduler_panic_loses_no_retry(backend: Backend) {
 /// An item that crashes its worker every time ends FAILED and dead-lettered after the attempt
 /// limit; the items that shared its task complete; the daemon keeps running.
 async fn a_poison_item_ends_failed_and_dead_lettered(backend: Backend) {
-    let mock = MockProvider::start(script(5)).await;
+    let mock = MockProvider::start(script_with_latency(5)).await;
     let app = app_with(backend, &mock, |_| {}).await;
     app.seed_items("ctx", "it", 100).await;
     arm(&app, "embedding_worker:panic@1x0#it-000042");
@@ -269,7 +254,7 @@ async fn a_poison_item_ends_failed_and_dead_lettered(backend: Backend) {
 /// Store calls that fail: the status writer's commit (kept and retried), a vector upsert
 /// (items retried), loading a task's items (the task waits, no attempt used), a planning step.
 async fn failed_store_calls_are_retried(backend: Backend) {
-    let mock = MockProvider::start(script(5)).await;
+    let mock = MockProvider::start(script_with_latency(5)).await;
     let app = app_with(backend, &mock, |_| {}).await;
     app.seed_items("ctx", "it", 300).await;
     arm(
@@ -298,7 +283,7 @@ async fn failed_store_calls_are_retried(backend: Backend) {
 /// scanning for idle entries finds none. And a task processed twice (a copy added to the
 /// stream, as a consumer that took it anyway would) still counts each item once.
 async fn a_batch_outliving_the_visibility_timeout_keeps_its_claim(backend: Backend) {
-    let mock = MockProvider::start(script(5)).await;
+    let mock = MockProvider::start(script_with_latency(5)).await;
     let app = app_with(backend, &mock, |s| {
         s.queue.visibility_timeout_ms = 1_000;
         s.pipeline.workers = 2;
@@ -349,16 +334,12 @@ async fn a_batch_outliving_the_visibility_timeout_keeps_its_claim(backend: Backe
 
     // The same task again, as a second consumer would process it: counted once.
     let task = json!({"job_id": job, "items": [{"id": "it-000001", "attempt": 0}, {"id": "it-000002", "attempt": 0}]});
-    let _: String = redis::cmd("XADD")
-        .arg(&stream)
-        .arg("*")
-        .arg("v")
-        .arg("1")
-        .arg("task")
-        .arg(task.to_string())
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    xadd(
+        &mut redis,
+        &stream,
+        &[("v", "1"), ("task", &task.to_string())],
+    )
+    .await;
     let report = app.check_invariants(&[&job], Some(&mock)).await;
     let again = app.job(&job).await;
     assert_eq!(again["completed"], 64, "{again}");
@@ -373,7 +354,7 @@ async fn a_batch_outliving_the_visibility_timeout_keeps_its_claim(backend: Backe
 /// More restarts than the window allows: supervision gives up, readiness says so, and the
 /// daemon stops with an error (the binary exits 1, see tests/chaos.rs).
 async fn too_many_restarts_escalate(backend: Backend) {
-    let mock = MockProvider::start(script(5)).await;
+    let mock = MockProvider::start(script_with_latency(5)).await;
     let app = app_with(backend, &mock, |s| {
         s.supervision.max_restarts = 3;
         s.supervision.restart_window_ms = 60_000;
@@ -421,12 +402,12 @@ async fn too_many_restarts_escalate(backend: Backend) {
 /// daemon exits with code 1 (so its orchestrator restarts it) instead of looping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_exits_1_when_supervision_gives_up() {
-    let mock = MockProvider::start(script(5)).await;
+    let mock = MockProvider::start(script_with_latency(5)).await;
     let db = support::TestDatabase::create(Backend::Sqlite).await;
     let prefix = format!("embedq-test-{}", uuid::Uuid::new_v4().simple());
     let vectors = tempfile::tempdir().unwrap();
     let vectors_path = vectors.path().display().to_string();
-    let env: Vec<(String, String)> = [
+    let env = support::daemon::owned_env([
         ("EMBEDQ_FAULTS", "embedding_worker:panic@1x0"),
         ("EMBEDQ__DATABASE__URL", db.url.as_str()),
         ("EMBEDQ__VECTORS__PATH", vectors_path.as_str()),
@@ -439,10 +420,7 @@ async fn the_daemon_exits_1_when_supervision_gives_up() {
         ("EMBEDQ__QUEUE__BLOCK_MS", "200"),
         ("EMBEDQ__SUPERVISION__MAX_RESTARTS", "2"),
         ("EMBEDQ__SUPERVISION__RESTART_BACKOFF_MS", "20"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    ]);
     let mut daemon = tokio::task::block_in_place(|| support::daemon::Daemon::start(env));
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{}", daemon.port);

@@ -6,27 +6,7 @@ mod support;
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::mock_provider::{MockProvider, MockScript};
-use support::{Backend, TEST_DIMENSION, TestApp, wait_until};
-
-fn script() -> MockScript {
-    MockScript {
-        dimension: TEST_DIMENSION,
-        ..MockScript::default()
-    }
-}
-
-async fn app_with(
-    backend: Backend,
-    mock: &MockProvider,
-    adjust: impl FnOnce(&mut embedq::config::Settings),
-) -> TestApp {
-    let url = mock.base_url();
-    TestApp::spawn_with(backend, move |s| {
-        s.embedding.base_url = url;
-        adjust(s);
-    })
-    .await
-}
+use support::{Backend, TestApp, app_with, script, wait_until};
 
 async fn job_item_rows(app: &TestApp, job: &str) -> i64 {
     use sqlx::Row;

@@ -8,27 +8,7 @@ mod support;
 use serde_json::json;
 use std::time::Duration;
 use support::mock_provider::{MockProvider, MockScript};
-use support::{Backend, TEST_DIMENSION, TestApp, wait_until};
-
-fn script() -> MockScript {
-    MockScript {
-        dimension: TEST_DIMENSION,
-        ..MockScript::default()
-    }
-}
-
-async fn app_with(
-    backend: Backend,
-    mock: &MockProvider,
-    adjust: impl FnOnce(&mut embedq::config::Settings),
-) -> TestApp {
-    let url = mock.base_url();
-    TestApp::spawn_with(backend, move |s| {
-        s.embedding.base_url = url;
-        adjust(s);
-    })
-    .await
-}
+use support::{Backend, TEST_DIMENSION, TestApp, app_with, script, wait_until, xadd};
 
 /// Checks that every completed item has exactly one point, holding the mock's vector of its
 /// current content.
@@ -442,33 +422,29 @@ async fn a_job_added_straight_to_redis_is_recorded_and_embedded(backend: Backend
     // What a producer without HTTP writes (README, "Enqueueing from a web backend"), twice:
     // the second delivery of the same job id must not make a second job.
     for _ in 0..2 {
-        let _: String = redis::cmd("XADD")
-            .arg(&jobs)
-            .arg("*")
-            .arg("v")
-            .arg("1")
-            .arg("job_id")
-            .arg(&job)
-            .arg("scope")
-            .arg(r#"{"type":"context","context_id":"ctx"}"#)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        xadd(
+            &mut conn,
+            &jobs,
+            &[
+                ("v", "1"),
+                ("job_id", &job),
+                ("scope", r#"{"type":"context","context_id":"ctx"}"#),
+            ],
+        )
+        .await;
     }
     // A scope that does not parse is dead-lettered with the reason, and makes no job.
     let bad = uuid::Uuid::now_v7().to_string();
-    let _: String = redis::cmd("XADD")
-        .arg(&jobs)
-        .arg("*")
-        .arg("v")
-        .arg("1")
-        .arg("job_id")
-        .arg(&bad)
-        .arg("scope")
-        .arg(r#"{"type":"everything"}"#)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    xadd(
+        &mut conn,
+        &jobs,
+        &[
+            ("v", "1"),
+            ("job_id", &bad),
+            ("scope", r#"{"type":"everything"}"#),
+        ],
+    )
+    .await;
     let recorded = wait_until(Duration::from_secs(10), || async {
         app.get(&format!("/v1/jobs/{job}")).await.0 == 200
     })

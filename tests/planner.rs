@@ -10,7 +10,7 @@ mod support;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
-use support::{Backend, TestApp, wait_until};
+use support::{Backend, TestApp, wait_until, xadd};
 
 fn assert_exactly_once(ids: &[String], expected: &HashSet<String>) {
     let unique: HashSet<&String> = ids.iter().collect();
@@ -213,35 +213,11 @@ async fn malformed_job_entries_are_dead_lettered(backend: Backend) {
     app.seed_items("ctx", "it", 5).await;
     let mut conn = app.redis.clone();
     let jobs = app.keys.jobs_stream();
-    let _: String = redis::cmd("XADD")
-        .arg(&jobs)
-        .arg("*")
-        .arg("garbage")
-        .arg("1")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(&jobs)
-        .arg("*")
-        .arg("v")
-        .arg("1")
-        .arg("job_id")
-        .arg("not-a-uuid")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    xadd(&mut conn, &jobs, &[("garbage", "1")]).await;
+    xadd(&mut conn, &jobs, &[("v", "1"), ("job_id", "not-a-uuid")]).await;
     // A well-formed message for a job that does not exist is acknowledged and skipped.
-    let _: String = redis::cmd("XADD")
-        .arg(&jobs)
-        .arg("*")
-        .arg("v")
-        .arg("1")
-        .arg("job_id")
-        .arg(uuid::Uuid::now_v7().to_string())
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let unknown = uuid::Uuid::now_v7().to_string();
+    xadd(&mut conn, &jobs, &[("v", "1"), ("job_id", &unknown)]).await;
     let job = app
         .create_job(json!({"type": "context", "context_id": "ctx"}))
         .await;

@@ -21,12 +21,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::daemon::Daemon;
+use support::daemon::{Daemon, owned_env};
 use support::invariants::{Report, Scene, check};
 use support::mock_provider::{MockProvider, MockScript};
 use support::proxy::Proxy;
 use support::redis_server::RedisServer;
-use support::{Backend, TEST_DIMENSION, TestDatabase};
+use support::{Backend, TestDatabase};
 
 const MODEL: &str = "text-embedding-3-small";
 const VISIBILITY_MS: u64 = 4_000;
@@ -166,10 +166,8 @@ fn random_faults(rng: &mut StdRng, items: usize) -> String {
 
 fn script() -> MockScript {
     MockScript {
-        dimension: TEST_DIMENSION,
-        latency: Duration::from_millis(3),
         hang_for: Duration::from_secs(2),
-        ..MockScript::default()
+        ..support::script_with_latency(3)
     }
 }
 
@@ -261,7 +259,7 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
     let provider_url = provider.rewrite(&mock.base_url());
     let vectors_path = vectors.path().display().to_string();
     let faults = random_faults(&mut rng, items);
-    let env: Vec<(String, String)> = [
+    let env = owned_env([
         ("EMBEDQ_FAULTS", faults.as_str()),
         ("EMBEDQ_FAULTS_LOG", &fault_log.display().to_string()),
         ("EMBEDQ__DATABASE__URL", db_url.as_str()),
@@ -287,10 +285,7 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
         ("EMBEDQ__SUPERVISION__MAX_RESTARTS", "1000"),
         ("EMBEDQ__SUPERVISION__RESTART_BACKOFF_MS", "50"),
         ("EMBEDQ__PIPELINE__STATUS_FLUSH_MS", "20"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
+    ]);
     // Blocking calls on the daemon leave the runtime's other work (proxies, mock) running.
     let daemon = tokio::task::block_in_place(|| Daemon::start(env));
     let mut r = Round {

@@ -4,6 +4,14 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `(name, value)` pairs a [`Daemon`] is started with, owned.
+pub fn owned_env<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 pub struct Daemon {
     pub port: u16,
     env: Vec<(String, String)>,

@@ -17,6 +17,7 @@ use embedq::queue::Keys;
 use embedq::shutdown::Shutdown;
 use embedq::startup::Application;
 use embedq::store::Store;
+use mock_provider::{MockProvider, MockScript};
 use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use std::future::Future;
@@ -408,6 +409,62 @@ pub async fn tasks_on_stream(conn: &mut ConnectionManager, stream: &str) -> Vec<
         }
     }
     ids
+}
+
+/// The mock provider's script for tests: vectors of [`TEST_DIMENSION`], nothing provoked.
+pub fn script() -> MockScript {
+    MockScript {
+        dimension: TEST_DIMENSION,
+        ..MockScript::default()
+    }
+}
+
+/// [`script`] answering after `latency_ms`.
+pub fn script_with_latency(latency_ms: u64) -> MockScript {
+    MockScript {
+        latency: Duration::from_millis(latency_ms),
+        ..script()
+    }
+}
+
+/// An app embedding through the provider at `provider_url` (the mock, or a proxy in front of
+/// it), with `adjust` applied to its settings.
+pub async fn app_at(
+    backend: Backend,
+    provider_url: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let url = provider_url.to_owned();
+    TestApp::spawn_with(backend, move |s| {
+        s.embedding.base_url = url;
+        adjust(s);
+    })
+    .await
+}
+
+/// An app embedding through `mock`, with `adjust` applied to its settings.
+pub async fn app_with(
+    backend: Backend,
+    mock: &MockProvider,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    app_at(backend, &mock.base_url(), adjust).await
+}
+
+/// Creates a job over context `ctx`.
+pub async fn context_job(app: &TestApp) -> String {
+    app.create_job(json!({"type": "context", "context_id": "ctx"}))
+        .await
+}
+
+/// Adds an entry with these raw fields to `stream`, as a client other than the daemon would.
+pub async fn xadd(conn: &mut ConnectionManager, stream: &str, fields: &[(&str, &str)]) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(k).arg(v);
+    }
+    cmd.query_async(conn).await.unwrap()
 }
 
 /// Polls `check` every 25 ms until it holds or `within` passes.

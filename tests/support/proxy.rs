@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -28,7 +27,6 @@ pub struct Proxy {
     addr: SocketAddr,
     upstream: SocketAddr,
     mode: Arc<watch::Sender<Mode>>,
-    accepted: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -39,10 +37,8 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let (mode, _) = watch::channel(Mode::Pass);
         let mode = Arc::new(mode);
-        let accepted = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn({
             let mode = mode.clone();
-            let accepted = accepted.clone();
             async move {
                 let mut listener = Some(listener);
                 let mut changes = mode.subscribe();
@@ -68,7 +64,6 @@ impl Proxy {
                     tokio::select! {
                         accepted_conn = l.accept() => {
                             if let Ok((client, _)) = accepted_conn {
-                                accepted.fetch_add(1, Ordering::Relaxed);
                                 tokio::spawn(relay(client, upstream, mode.subscribe()));
                             }
                         }
@@ -85,7 +80,6 @@ impl Proxy {
             addr,
             upstream,
             mode,
-            accepted,
             task,
         }
     }
@@ -96,14 +90,6 @@ impl Proxy {
         Self::start(authority(url)).await
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    pub fn upstream(&self) -> SocketAddr {
-        self.upstream
-    }
-
     /// `url` with its host:port replaced by the proxy's.
     pub fn rewrite(&self, url: &str) -> String {
         url.replacen(&self.upstream.to_string(), &self.addr.to_string(), 1)
@@ -111,10 +97,6 @@ impl Proxy {
 
     pub fn set(&self, mode: Mode) {
         self.mode.send_replace(mode);
-    }
-
-    pub fn mode(&self) -> Mode {
-        *self.mode.borrow()
     }
 
     pub fn cut(&self) {
@@ -136,11 +118,6 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.set(Mode::Pass)
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
     }
 }
 
