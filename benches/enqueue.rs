@@ -15,7 +15,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::daemon::Daemon;
+use support::daemon::{Daemon, release_binary};
 use support::{Backend, TestDatabase, redis_url};
 
 fn env_for(db: &str, prefix: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -99,11 +99,11 @@ async fn new_store(backend: Backend) -> (TestDatabase, embedq::store::Store) {
     (db, store)
 }
 
-async fn enqueue_latency_and_planning(backend: Backend) {
+async fn enqueue_latency_and_planning(binary: &std::path::Path, backend: Backend) {
     let (db, store) = new_store(backend).await;
     support::bulk_seed(&store, "big", 100_000).await;
     let prefix = format!("embedq-bench-{}", uuid::Uuid::new_v4().simple());
-    let daemon = Daemon::start(env_for(&db.url, &prefix, &[]));
+    let daemon = Daemon::start_binary(binary.to_owned(), env_for(&db.url, &prefix, &[]));
     let base = format!("http://127.0.0.1:{}", daemon.port);
     let http = reqwest::Client::new();
 
@@ -142,7 +142,7 @@ async fn enqueue_latency_and_planning(backend: Backend) {
 
     // Planner time for one such job, on a daemon with nothing else to do.
     let prefix = format!("embedq-bench-{}", uuid::Uuid::new_v4().simple());
-    let daemon = Daemon::start(env_for(&db.url, &prefix, &[]));
+    let daemon = Daemon::start_binary(binary.to_owned(), env_for(&db.url, &prefix, &[]));
     let base = format!("http://127.0.0.1:{}", daemon.port);
     let t = Instant::now();
     let (_, job) = post_job(&http, &base, "big").await;
@@ -158,15 +158,18 @@ async fn enqueue_latency_and_planning(backend: Backend) {
     support::delete_prefix(&redis_url(), &prefix).await;
 }
 
-async fn planning_memory(backend: Backend) {
+async fn planning_memory(binary: &std::path::Path, backend: Backend) {
     let (db, store) = new_store(backend).await;
     support::bulk_seed(&store, "huge", 1_000_000).await;
     let prefix = format!("embedq-bench-{}", uuid::Uuid::new_v4().simple());
-    let daemon = Daemon::start(env_for(
-        &db.url,
-        &prefix,
-        &[("EMBEDQ__PLANNER__MAX_QUEUED_TASKS", "100000")],
-    ));
+    let daemon = Daemon::start_binary(
+        binary.to_owned(),
+        env_for(
+            &db.url,
+            &prefix,
+            &[("EMBEDQ__PLANNER__MAX_QUEUED_TASKS", "100000")],
+        ),
+    );
     let pid = daemon.pid();
     let base = format!("http://127.0.0.1:{}", daemon.port);
     let http = reqwest::Client::new();
@@ -219,8 +222,9 @@ fn main() {
             .map(|n| n.get())
             .unwrap_or(1)
     );
+    let binary = release_binary();
     for backend in backends {
-        runtime.block_on(enqueue_latency_and_planning(backend));
-        runtime.block_on(planning_memory(backend));
+        runtime.block_on(enqueue_latency_and_planning(&binary, backend));
+        runtime.block_on(planning_memory(&binary, backend));
     }
 }

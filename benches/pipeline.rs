@@ -1,14 +1,19 @@
 //! Pipeline figures against the mock provider, printed (no assertions on time):
 //!
 //! 1. Throughput at the provider's limits: mock at 300 ms, 600 requests/min and 1,000,000
-//!    tokens/min; a 40,000-item job of ~50-token items. Prints items/s against the bound
-//!    `min(RPM × inputs_per_request, TPM / tokens_per_item) / 60`, their ratio, the 429s
-//!    received, the daemon's CPU milliseconds per item and its peak RSS.
+//!    tokens/min; a 40,000-item job of ~50-token items. Prints items/s over a steady window
+//!    (the first 10 s, where the buckets' initial burst lands, are skipped) against the bound
+//!    `min(RPM × max_inputs_per_request, TPM / tokens_per_item) / 60`, their ratio, the tokens
+//!    and requests per minute the mock itself counted in that window, the 429s received, the
+//!    daemon's CPU milliseconds per item and its peak RSS.
 //! 2. Two daemons sharing one Redis against a mock allowing 600 requests/min: the combined
-//!    request rate over a steady minute.
+//!    request rate over a steady minute, as the mock counted it, and each daemon's share from
+//!    its own `/metrics`.
 //!
-//! `cargo bench --bench pipeline` (about four minutes). Runs the release `embedq` binary as
-//! child processes against the machine's PostgreSQL and Redis.
+//! `cargo bench --bench pipeline` (about four minutes, plus one release build the first time).
+//! Runs the release `embedq` binary — built without the tests' fault points, see
+//! `support::daemon::release_binary` — as child processes against the machine's PostgreSQL
+//! and Redis.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports, unused_macros)]
@@ -16,7 +21,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::daemon::Daemon;
+use support::daemon::{Daemon, release_binary};
 use support::mock_provider::{MockProvider, MockScript};
 use support::{Backend, TestDatabase, redis_url};
 
@@ -77,34 +82,6 @@ async fn seed(http: &reqwest::Client, base: &str, context: &str, n: usize, token
     }
 }
 
-async fn run_job(http: &reqwest::Client, base: &str, context: &str) -> (Value, Duration) {
-    let t = Instant::now();
-    let r: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .json(&json!({"scope": {"type": "context", "context_id": context}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = r["job_id"].as_str().unwrap().to_owned();
-    loop {
-        let job: Value = http
-            .get(format!("{base}/v1/jobs/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if matches!(job["state"].as_str(), Some("COMPLETED" | "FAILED")) {
-            return (job, t.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -126,11 +103,66 @@ fn rss_mib(pid: u32, field: &str) -> f64 {
         / 1024.0
 }
 
-async fn throughput() {
+/// The job's `done` count, sampled every 250 ms until it is final: (ms since start, done).
+async fn follow(http: &reqwest::Client, base: &str, id: &str) -> (Value, Vec<(u64, i64)>) {
+    let t = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        let job: Value = http
+            .get(format!("{base}/v1/jobs/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        samples.push((
+            t.elapsed().as_millis() as u64,
+            job["done"].as_i64().unwrap_or(0),
+        ));
+        if matches!(job["state"].as_str(), Some("COMPLETED" | "FAILED")) {
+            return (job, samples);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn create_job(http: &reqwest::Client, base: &str, context: &str) -> String {
+    let r: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .json(&json!({"scope": {"type": "context", "context_id": context}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    r["job_id"].as_str().unwrap().to_owned()
+}
+
+/// Provider requests this daemon counted (`embedq_api_requests_total`, every outcome).
+async fn requests_made(http: &reqwest::Client, base: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("embedq_api_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+async fn throughput(binary: &std::path::Path) {
     const ITEMS: usize = 40_000;
     const TOKENS: usize = 50;
     const RPM: u64 = 600;
     const TPM: u64 = 1_000_000;
+    const MAX_INPUTS: f64 = 2048.0; // embedding.max_inputs_per_request
+    const WARM_UP_MS: u64 = 10_000;
     let mock = MockProvider::start(MockScript {
         dimension: DIM,
         latency: Duration::from_millis(300),
@@ -142,46 +174,81 @@ async fn throughput() {
     let db = TestDatabase::create(Backend::Postgres).await;
     let vectors = tempfile::tempdir().unwrap();
     let prefix = format!("embedq-bench-{}", uuid::Uuid::new_v4().simple());
-    let daemon = Daemon::start(env(
-        &db.url,
-        &prefix,
-        vectors.path(),
-        &mock,
-        &[
-            ("EMBEDQ__RATE_LIMIT__REQUESTS_PER_MINUTE", RPM.to_string()),
-            ("EMBEDQ__RATE_LIMIT__TOKENS_PER_MINUTE", TPM.to_string()),
-        ],
-    ));
+    let daemon = Daemon::start_binary(
+        binary.to_owned(),
+        env(
+            &db.url,
+            &prefix,
+            vectors.path(),
+            &mock,
+            &[
+                ("EMBEDQ__RATE_LIMIT__REQUESTS_PER_MINUTE", RPM.to_string()),
+                ("EMBEDQ__RATE_LIMIT__TOKENS_PER_MINUTE", TPM.to_string()),
+            ],
+        ),
+    );
     let base = format!("http://127.0.0.1:{}", daemon.port);
     let http = reqwest::Client::new();
     seed(&http, &base, "bench", ITEMS, TOKENS).await;
-    let counter = embedq::providers::TokenCounter::new("cl100k_base");
+    let counter = embedq::providers::TokenCounter::new(embedq::config::Tokenizer::Cl100kBase);
     let tokens_per_item = (0..200)
         .map(|i| counter.count(&passage(i * 197, TOKENS)))
         .sum::<usize>() as f64
         / 200.0;
-    let inputs_per_request = 64.0; // planner.task_size: one request per task
-    let bound = (RPM as f64 * inputs_per_request).min(TPM as f64 / tokens_per_item) / 60.0;
+    let bound = (RPM as f64 * MAX_INPUTS).min(TPM as f64 / tokens_per_item) / 60.0;
 
     let cpu_before = cpu_ms(daemon.pid());
-    let (job, took) = run_job(&http, &base, "bench").await;
+    let mock_t0 = mock.audit().embedded_log.last().map(|e| e.0).unwrap_or(0);
+    let started = Instant::now();
+    let id = create_job(&http, &base, "bench").await;
+    let (job, samples) = follow(&http, &base, &id).await;
+    let took = started.elapsed();
     let cpu = cpu_ms(daemon.pid()) - cpu_before;
-    let rate = ITEMS as f64 / took.as_secs_f64();
+    // The steady window: from WARM_UP_MS to the last sample before the end.
+    let first = samples.iter().find(|(t, _)| *t >= WARM_UP_MS).copied();
+    let last = samples.iter().rev().nth(1).copied();
+    let (window, steady) = match (first, last) {
+        (Some((t0, d0)), Some((t1, d1))) if t1 > t0 => {
+            let secs = (t1 - t0) as f64 / 1000.0;
+            ((t0, t1), (d1 - d0) as f64 / secs)
+        }
+        _ => (
+            (0, took.as_millis() as u64),
+            ITEMS as f64 / took.as_secs_f64(),
+        ),
+    };
     let audit = mock.audit();
+    // The mock's own counts over the same window (its clock: offset by when the job started).
+    let offset = mock_t0;
+    let in_window: Vec<&(u64, u32, u64)> = audit
+        .embedded_log
+        .iter()
+        .filter(|(at, _, _)| *at >= offset + window.0 && *at < offset + window.1)
+        .collect();
+    let minutes = (window.1 - window.0) as f64 / 60_000.0;
+    let mock_tpm = in_window.iter().map(|e| e.2).sum::<u64>() as f64 / minutes;
+    let mock_rpm = in_window.len() as f64 / minutes;
     println!(
         "[throughput] {ITEMS} items of {tokens_per_item:.1} tokens; mock 300 ms, {RPM} requests/min, {TPM} tokens/min"
     );
     println!(
-        "[throughput] {rate:.1} items/s in {:.1} s; bound {bound:.1} items/s; ratio {:.3}; completed {} failed {}",
+        "[throughput] steady {steady:.1} items/s (window {:.0}-{:.0} s; whole job {:.1} items/s in {:.1} s); bound {bound:.1} items/s; ratio {:.3}; completed {} failed {}",
+        window.0 as f64 / 1000.0,
+        window.1 as f64 / 1000.0,
+        ITEMS as f64 / took.as_secs_f64(),
         took.as_secs_f64(),
-        rate / bound,
+        steady / bound,
         job["completed"],
         job["failed"]
     );
     println!(
-        "[throughput] requests {}, 429s received {}, daemon CPU {:.3} ms/item, peak RSS {:.1} MiB",
+        "[throughput] the mock counted {mock_tpm:.0} tokens/min ({:.3} of {TPM}) and {mock_rpm:.1} requests/min in that window; {} requests in all, 429s received {}",
+        mock_tpm / TPM as f64,
         audit.requests,
         audit.by_status.get(&429).copied().unwrap_or(0),
+    );
+    println!(
+        "[throughput] daemon CPU {:.3} ms/item, peak RSS {:.1} MiB",
         cpu / ITEMS as f64,
         rss_mib(daemon.pid(), "VmHWM:")
     );
@@ -189,7 +256,7 @@ async fn throughput() {
     support::delete_prefix(&redis_url(), &prefix).await;
 }
 
-async fn two_daemons_share_one_budget() {
+async fn two_daemons_share_one_budget(binary: &std::path::Path) {
     const RPM: u64 = 600;
     let mock = MockProvider::start(MockScript {
         dimension: DIM,
@@ -207,27 +274,27 @@ async fn two_daemons_share_one_budget() {
             "100000000".to_string(),
         ),
         ("EMBEDQ__PLANNER__TASK_SIZE", "4".to_string()),
+        // Requests of at most 4 inputs, so the request budget binds for the whole run.
+        ("EMBEDQ__EMBEDDING__MAX_INPUTS_PER_REQUEST", "4".to_string()),
     ];
     let (va, vb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = Daemon::start(env(&db.url, &prefix, va.path(), &mock, &extra));
-    let b = Daemon::start(env(&db.url, &prefix, vb.path(), &mock, &extra));
+    let start = |dir: &std::path::Path| {
+        Daemon::start_binary(binary.to_owned(), env(&db.url, &prefix, dir, &mock, &extra))
+    };
+    let (a, b) = (start(va.path()), start(vb.path()));
     let http = reqwest::Client::new();
     let base_a = format!("http://127.0.0.1:{}", a.port);
+    let base_b = format!("http://127.0.0.1:{}", b.port);
     seed(&http, &base_a, "shared", 4 * 900, 20).await;
     let started = mock.audit().request_times_ms.len();
     let t0 = Instant::now();
-    let r: Value = http
-        .post(format!("{base_a}/v1/jobs"))
-        .json(&json!({"scope": {"type": "context", "context_id": "shared"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let _ = r;
+    let _job = create_job(&http, &base_a, "shared").await;
     tokio::time::sleep(Duration::from_secs(75)).await;
     let audit = mock.audit();
+    let (by_a, by_b) = (
+        requests_made(&http, &base_a).await,
+        requests_made(&http, &base_b).await,
+    );
     let times = &audit.request_times_ms[started..];
     let first = *times.first().unwrap_or(&0);
     // A steady minute: from 10 s after the first request to 70 s.
@@ -235,9 +302,16 @@ async fn two_daemons_share_one_budget() {
     let in_window = times.iter().filter(|t| **t >= from && **t < to).count();
     let deviation = (in_window as f64 - RPM as f64) / RPM as f64 * 100.0;
     println!(
-        "[two daemons] combined requests in a steady minute: {in_window} (limit {RPM}/min, {deviation:+.2}%); 429s received {}; elapsed {:.0} s",
+        "[two daemons] combined requests in a steady minute, as the mock counted them: {in_window} (limit {RPM}/min, {deviation:+.2}%); 429s received {}; elapsed {:.0} s",
         audit.by_status.get(&429).copied().unwrap_or(0),
         t0.elapsed().as_secs_f64()
+    );
+    let total = (by_a + by_b).max(1.0);
+    println!(
+        "[two daemons] each daemon's own count of its requests: A {by_a:.0} ({:.1}%), B {by_b:.0} ({:.1}%); the mock saw {} in all",
+        by_a / total * 100.0,
+        by_b / total * 100.0,
+        times.len()
     );
     drop(a);
     drop(b);
@@ -253,10 +327,11 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only = |name: &str| args.iter().any(|a| a == name);
     let all = !only("throughput") && !only("two-daemons");
+    let binary = release_binary();
     if all || only("throughput") {
-        runtime.block_on(throughput());
+        runtime.block_on(throughput(&binary));
     }
     if all || only("two-daemons") {
-        runtime.block_on(two_daemons_share_one_budget());
+        runtime.block_on(two_daemons_share_one_budget(&binary));
     }
 }

@@ -97,7 +97,8 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     pub url: String,
     pub max_connections: u32,
-    pub acquire_timeout_ms: u64,
+    #[serde(rename = "acquire_timeout_ms", with = "millis")]
+    pub acquire_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -105,16 +106,20 @@ pub struct DatabaseSettings {
 pub struct RedisSettings {
     pub url: String,
     pub prefix: String,
-    pub connect_timeout_ms: u64,
-    pub command_timeout_ms: u64,
+    #[serde(rename = "connect_timeout_ms", with = "millis")]
+    pub connect_timeout: Duration,
+    #[serde(rename = "command_timeout_ms", with = "millis")]
+    pub command_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QueueSettings {
     pub consumer_name: String,
-    pub visibility_timeout_ms: u64,
-    pub block_ms: u64,
+    #[serde(rename = "visibility_timeout_ms", with = "millis")]
+    pub visibility_timeout: Duration,
+    #[serde(rename = "block_ms", with = "millis")]
+    pub block: Duration,
     pub job_credits: usize,
     pub task_credits: usize,
 }
@@ -135,17 +140,50 @@ pub struct LimitSettings {
     pub max_job_item_ids: usize,
 }
 
+/// Which embeddings provider embedq calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// Settled at load: [`Provider::Local`] unless `EMBEDQ_PROVIDER_API_KEY` is set, then
+    /// [`Provider::Openai`].
+    Auto,
+    /// all-MiniLM-L6-v2 run in-process.
+    Local,
+    /// Any OpenAI-compatible `POST {base_url}/embeddings`.
+    Openai,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Local => "local",
+            Self::Openai => "openai",
+        }
+    }
+}
+
+/// How tokens are counted when requests are packed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tokenizer {
+    /// text-embedding-3-*, ada-002.
+    Cl100kBase,
+    O200kBase,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
-    pub provider: String,
+    pub provider: Provider,
     pub model: String,
     pub dimension: usize,
     pub model_dir: String,
     pub threads: usize,
     pub base_url: String,
-    pub timeout_ms: u64,
-    pub tokenizer: String,
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+    pub tokenizer: Tokenizer,
     pub max_inputs_per_request: usize,
     pub max_tokens_per_input: usize,
     pub max_tokens_per_request: usize,
@@ -166,8 +204,10 @@ pub struct RateLimitSettings {
 #[serde(deny_unknown_fields)]
 pub struct RetrySettings {
     pub max_retries: u32,
-    pub base_backoff_ms: u64,
-    pub max_backoff_ms: u64,
+    #[serde(rename = "base_backoff_ms", with = "millis")]
+    pub base_backoff: Duration,
+    #[serde(rename = "max_backoff_ms", with = "millis")]
+    pub max_backoff: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,29 +215,55 @@ pub struct RetrySettings {
 pub struct PipelineSettings {
     pub embed: bool,
     pub workers: usize,
-    pub status_flush_ms: u64,
+    #[serde(rename = "status_flush_ms", with = "millis")]
+    pub status_flush: Duration,
     pub status_max_batch: usize,
+    #[serde(rename = "shutdown_deadline_ms", with = "millis")]
+    pub shutdown_deadline: Duration,
+}
+
+/// Where vectors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorBackend {
+    /// Qdrant's embedded engine (qdrant-edge), files under `vectors.path`.
+    Edge,
+    /// A Qdrant server over gRPC at `vectors.url`.
+    Qdrant,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VectorSettings {
-    /// "edge" (embedded qdrant-edge, files under `path`) or "qdrant" (a server at `url`).
-    pub backend: String,
+    pub backend: VectorBackend,
     pub path: String,
     pub url: String,
     pub collection: String,
-    /// Time-out of one call to a Qdrant server, in milliseconds.
-    pub timeout_ms: u64,
+    /// Time-out of one call to a Qdrant server.
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisionSettings {
-    pub restart_backoff_ms: u64,
-    pub max_restart_backoff_ms: u64,
+    #[serde(rename = "restart_backoff_ms", with = "millis")]
+    pub restart_backoff: Duration,
+    #[serde(rename = "max_restart_backoff_ms", with = "millis")]
+    pub max_restart_backoff: Duration,
     pub max_restarts: u32,
-    pub restart_window_ms: u64,
+    #[serde(rename = "restart_window_ms", with = "millis")]
+    pub restart_window: Duration,
+}
+
+/// Durations written in the files as whole milliseconds (`*_ms` keys).
+mod millis {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
 }
 
 impl Settings {
@@ -251,16 +317,16 @@ impl Settings {
     /// and fills an empty model and a zero dimension with the provider's defaults.
     pub fn resolve_provider(&mut self) {
         let e = &mut self.embedding;
-        if e.provider == "auto" {
+        if e.provider == Provider::Auto {
             e.provider = if self.secrets.provider_api_key.is_some() {
-                "openai".into()
+                Provider::Openai
             } else {
-                "local".into()
+                Provider::Local
             };
         }
-        let (model, dimension) = match e.provider.as_str() {
-            "local" => (LOCAL_MODEL, LOCAL_DIMENSION),
-            _ => ("text-embedding-3-small", 1536),
+        let (model, dimension) = match e.provider {
+            Provider::Local => (LOCAL_MODEL, LOCAL_DIMENSION),
+            Provider::Auto | Provider::Openai => ("text-embedding-3-small", 1536),
         };
         if e.model.trim().is_empty() {
             e.model = model.into();
@@ -315,13 +381,13 @@ impl Settings {
                 "allowed are ASCII letters, digits and - _ .",
             );
         }
-        if self.queue.block_ms == 0 {
+        if self.queue.block.is_zero() {
             return invalid(
                 "queue.block_ms",
                 "must be at least 1 (0 would block forever)",
             );
         }
-        if self.queue.visibility_timeout_ms < 2 * self.queue.block_ms {
+        if self.queue.visibility_timeout < 2 * self.queue.block {
             return invalid(
                 "queue.visibility_timeout_ms",
                 "must be at least twice queue.block_ms, or live claims would be stolen",
@@ -355,13 +421,13 @@ impl Settings {
         if e.dimension == 0 || e.dimension > 65_536 {
             return invalid("embedding.dimension", "must be between 1 and 65536");
         }
-        if !matches!(e.provider.as_str(), "local" | "openai") {
+        if e.provider == Provider::Auto {
             return invalid(
                 "embedding.provider",
-                "must be \"auto\", \"local\" or \"openai\"",
+                "\"auto\" must be settled before validation",
             );
         }
-        if e.provider == "local" && e.dimension != LOCAL_DIMENSION {
+        if e.provider == Provider::Local && e.dimension != LOCAL_DIMENSION {
             return invalid(
                 "embedding.dimension",
                 format!("the local model produces {LOCAL_DIMENSION} dimensions"),
@@ -370,13 +436,7 @@ impl Settings {
         if !(e.base_url.starts_with("http://") || e.base_url.starts_with("https://")) {
             return invalid("embedding.base_url", "must start with http:// or https://");
         }
-        if !matches!(e.tokenizer.as_str(), "cl100k_base" | "o200k_base") {
-            return invalid(
-                "embedding.tokenizer",
-                "must be \"cl100k_base\" or \"o200k_base\"",
-            );
-        }
-        if e.timeout_ms == 0 {
+        if e.timeout.is_zero() {
             return invalid("embedding.timeout_ms", "must be at least 1");
         }
         if e.max_inputs_per_request == 0 {
@@ -407,8 +467,7 @@ impl Settings {
                 "must be at least 1 and at most rate_limit.max_concurrency",
             );
         }
-        if self.retry.base_backoff_ms == 0 || self.retry.base_backoff_ms > self.retry.max_backoff_ms
-        {
+        if self.retry.base_backoff.is_zero() || self.retry.base_backoff > self.retry.max_backoff {
             return invalid(
                 "retry.base_backoff_ms",
                 "must be at least 1 and at most retry.max_backoff_ms",
@@ -420,8 +479,8 @@ impl Settings {
         if self.pipeline.status_max_batch == 0 {
             return invalid("pipeline.status_max_batch", "must be at least 1");
         }
-        if !matches!(self.vectors.backend.as_str(), "edge" | "qdrant") {
-            return invalid("vectors.backend", "must be \"edge\" or \"qdrant\"");
+        if self.pipeline.shutdown_deadline < std::time::Duration::from_secs(1) {
+            return invalid("pipeline.shutdown_deadline_ms", "must be at least 1000");
         }
         if self.vectors.collection.is_empty()
             || !self
@@ -435,7 +494,7 @@ impl Settings {
                 "must be non-empty ASCII letters, digits, - or _",
             );
         }
-        if self.vectors.backend == "qdrant"
+        if self.vectors.backend == VectorBackend::Qdrant
             && !(self.vectors.url.starts_with("http://")
                 || self.vectors.url.starts_with("https://"))
         {
@@ -444,7 +503,7 @@ impl Settings {
         if self.supervision.max_restarts == 0 {
             return invalid("supervision.max_restarts", "must be at least 1");
         }
-        if self.supervision.restart_backoff_ms > self.supervision.max_restart_backoff_ms {
+        if self.supervision.restart_backoff > self.supervision.max_restart_backoff {
             return invalid(
                 "supervision.restart_backoff_ms",
                 "must not exceed supervision.max_restart_backoff_ms",
@@ -468,7 +527,7 @@ impl Settings {
     }
 
     pub fn visibility_timeout(&self) -> Duration {
-        Duration::from_millis(self.queue.visibility_timeout_ms)
+        self.queue.visibility_timeout
     }
 }
 
@@ -488,7 +547,7 @@ mod tests {
         let s = Settings::defaults();
         assert!(s.server.listen.ip().is_loopback());
         assert!(s.database.url.starts_with("sqlite:"));
-        assert_eq!(s.vectors.backend, "edge");
+        assert_eq!(s.vectors.backend, VectorBackend::Edge);
     }
 
     #[test]
@@ -496,21 +555,21 @@ mod tests {
         let s = Settings::defaults();
         assert_eq!(
             (
-                s.embedding.provider.as_str(),
+                s.embedding.provider,
                 s.embedding.model.as_str(),
                 s.embedding.dimension
             ),
-            ("local", LOCAL_MODEL, 384)
+            (Provider::Local, LOCAL_MODEL, 384)
         );
         let mut keyed = Settings::defaults();
-        keyed.embedding.provider = "auto".into();
+        keyed.embedding.provider = Provider::Auto;
         keyed.embedding.model.clear();
         keyed.embedding.dimension = 0;
         keyed.secrets.provider_api_key = Some(Secret::new("sk-x"));
         keyed.resolve_provider();
         assert_eq!(
-            (keyed.embedding.provider.as_str(), keyed.embedding.dimension),
-            ("openai", 1536)
+            (keyed.embedding.provider, keyed.embedding.dimension),
+            (Provider::Openai, 1536)
         );
     }
 
@@ -542,6 +601,27 @@ mod tests {
         let mut s = Settings::defaults();
         s.secrets.provider_api_key = Some(secret);
         assert!(!format!("{s:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn enums_and_durations_parse_once() {
+        let s: Settings = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(
+                "[vectors]\nbackend = \"qdrant\"\n[queue]\nblock_ms = 250\n[embedding]\ntokenizer = \"o200k_base\"",
+            ))
+            .extract()
+            .unwrap();
+        assert_eq!(s.vectors.backend, VectorBackend::Qdrant);
+        assert_eq!(s.queue.block, Duration::from_millis(250));
+        assert_eq!(s.embedding.tokenizer, Tokenizer::O200kBase);
+        let err = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[vectors]\nbackend = \"milvus\""))
+            .extract::<Settings>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backend") && err.contains("milvus"), "{err}");
     }
 
     #[test]

@@ -2,15 +2,16 @@
 //! ETA, pause and resume, rate-limit state, and actor restarts.
 //!
 //! Progress is sampled from SQL once a second by [`spawn_progress_reporter`], so every daemon's
-//! stream shows the progress of every job, whichever daemon does the work.
+//! stream shows the progress of every job, whichever daemon does the work; the pipeline gate's
+//! changes are published by [`spawn_gate_reporter`].
 
-use crate::actors::rate_limiter::RateLimiterStatus;
+use crate::gate::{GateState, PipelineGate};
+use crate::limiter::LimiterStatus;
 use crate::shutdown::Shutdown;
 use crate::store::{JobRecord, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -75,7 +76,7 @@ pub fn progress(job: &JobRecord, items_per_s: Option<f64>) -> Value {
 pub fn spawn_progress_reporter(
     store: Store,
     bus: EventBus,
-    rate: Arc<Mutex<RateLimiterStatus>>,
+    rate: LimiterStatus,
     shutdown: Shutdown,
 ) {
     tokio::spawn(async move {
@@ -118,8 +119,33 @@ pub fn spawn_progress_reporter(
             }
             since = crate::domain::now_millis() - 1;
             last = seen;
-            let status = rate.lock().map(|s| s.clone()).unwrap_or_default();
-            bus.publish("rate_limit", json!(status));
+            bus.publish("rate_limit", json!(rate.snapshot()));
+        }
+    });
+}
+
+/// Publishes each change of the pipeline gate (`paused` with its reason, `resumed`) and logs it.
+pub fn spawn_gate_reporter(gate: PipelineGate, bus: EventBus, shutdown: Shutdown) {
+    let mut changes = gate.subscribe();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+            let state = changes.borrow_and_update().clone();
+            match &state {
+                GateState::Open => {
+                    tracing::info!("intake resumed");
+                    bus.publish("resumed", json!({}));
+                }
+                GateState::PausedByOperator | GateState::ProviderUnusable { .. } => {
+                    let reason = state.reason();
+                    tracing::warn!(reason = reason.as_deref().unwrap_or(""), "intake paused");
+                    bus.publish("paused", json!({ "reason": reason }));
+                }
+                GateState::Draining => return,
+            }
         }
     });
 }

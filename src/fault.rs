@@ -11,7 +11,9 @@
 //! - `KIND`: the actor kind — `job_intake`, `task_intake`, `intake` (either), `planner`,
 //!   `rate_limiter`, `embedding_pool`, `embedding_worker`, `vector_writer`, `status_writer`,
 //!   `retry_scheduler`;
-//! - `ACTION`: `panic`, `delay=DURATION` (`250ms`, `5s`) or `fail_store`;
+//! - `ACTION`: `panic`, `delay=DURATION` (`250ms`, `5s`), `fail_store` (the next store call
+//!   fails as if the store were unavailable) or `reject` (the vector writer's store refuses the
+//!   points for good, as it would a point of the wrong dimension);
 //! - `@N`: fire on the Nth matching message (or store call) counted from when the rule was
 //!   armed (default 1);
 //! - `xT`: fire T times in a row from there (default 1; `x0` = every time from then on);
@@ -72,7 +74,28 @@ macro_rules! fault_store {
     };
 }
 
+/// Before a vector write: `Some(reason)` when a `reject` rule says the store refuses these
+/// items' points.
+#[cfg(feature = "fault-injection")]
+macro_rules! fault_reject {
+    ($myself:expr, $items:expr) => {
+        if $crate::fault::armed() {
+            $crate::fault::rejected($myself.get_name().as_deref(), $items)
+        } else {
+            None
+        }
+    };
+}
+
+#[cfg(not(feature = "fault-injection"))]
+macro_rules! fault_reject {
+    ($($ignored:tt)*) => {
+        None::<String>
+    };
+}
+
 pub(crate) use fault_point;
+pub(crate) use fault_reject;
 pub(crate) use fault_store;
 
 #[cfg(feature = "fault-injection")]
@@ -100,6 +123,25 @@ mod enabled {
         Panic,
         Delay(Duration),
         FailStore,
+        Reject,
+    }
+
+    /// The kind of event a rule counts: messages, store calls, or vector writes.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Event {
+        Message,
+        StoreCall,
+        Write,
+    }
+
+    impl Action {
+        fn counts(&self) -> Event {
+            match self {
+                Self::Panic | Self::Delay(_) => Event::Message,
+                Self::FailStore => Event::StoreCall,
+                Self::Reject => Event::Write,
+            }
+        }
     }
 
     /// One armed fault.
@@ -187,6 +229,7 @@ mod enabled {
             Action::Panic => "panic".to_owned(),
             Action::Delay(d) => format!("delay={}ms", d.as_millis()),
             Action::FailStore => "fail_store".to_owned(),
+            Action::Reject => "reject".to_owned(),
         };
         let mut text = format!("{}:{action}@{}x{}", rule.kind, rule.at, rule.times);
         if let Some(item) = &rule.item {
@@ -250,6 +293,7 @@ mod enabled {
         let action = match action.split_once('=') {
             None if action == "panic" => Action::Panic,
             None if action == "fail_store" => Action::FailStore,
+            None if action == "reject" => Action::Reject,
             Some(("delay", d)) => Action::Delay(duration(d)?),
             _ => return Err(format!("{text:?}: unknown action {action:?}")),
         };
@@ -292,17 +336,6 @@ mod enabled {
             .collect()
     }
 
-    /// Rules of `instance` that have not fired as often as they will.
-    pub fn pending(instance: Option<&str>) -> Vec<String> {
-        registry()
-            .rules
-            .iter()
-            .filter(|a| a.rule.instance.as_deref() == instance)
-            .filter(|a| a.rule.times != 0 && a.fired < a.rule.times)
-            .map(|a| a.text.clone())
-            .collect()
-    }
-
     /// `instance/role` → (instance, kind).
     fn split(name: &str) -> (&str, &str) {
         let (instance, role) = name.rsplit_once('/').unwrap_or(("", name));
@@ -320,7 +353,12 @@ mod enabled {
 
     /// Counts the event against every matching rule; returns the action of the first that
     /// fires.
-    fn hit(name: &str, kind_override: Option<&str>, items: &[&str], store: bool) -> Option<Action> {
+    fn hit(
+        name: &str,
+        kind_override: Option<&str>,
+        items: &[&str],
+        event: Event,
+    ) -> Option<Action> {
         let (instance, kind) = split(name);
         let kind = kind_override.unwrap_or(kind);
         let mut reg = registry();
@@ -328,7 +366,7 @@ mod enabled {
         let mut fired = Vec::new();
         for armed in reg.rules.iter_mut() {
             let rule = &armed.rule;
-            if (rule.action == Action::FailStore) != store
+            if rule.action.counts() != event
                 || !kind_matches(&rule.kind, kind)
                 || rule.instance.as_deref().is_some_and(|i| i != instance)
                 || rule
@@ -370,7 +408,7 @@ mod enabled {
     /// A message arrived at the actor `name`.
     pub async fn on_message(name: Option<&str>, items: &[&str]) {
         let Some(name) = name else { return };
-        match hit(name, None, items, false) {
+        match hit(name, None, items, Event::Message) {
             Some(Action::Panic) => panic!("fault injected: {name} panics"),
             Some(Action::Delay(d)) => tokio::time::sleep(d).await,
             _ => {}
@@ -380,11 +418,20 @@ mod enabled {
     /// A store call by the actor `name` (or of kind `kind` in `name`'s instance).
     pub fn store_call(name: Option<&str>, kind: Option<&str>) -> Option<String> {
         let name = name?;
-        match hit(name, kind, &[], true) {
+        match hit(name, kind, &[], Event::StoreCall) {
             Some(Action::FailStore) => Some(format!(
                 "fault injected: store call of {} fails",
                 kind.unwrap_or(name)
             )),
+            _ => None,
+        }
+    }
+
+    /// A vector write of these items by the actor `name`.
+    pub fn rejected(name: Option<&str>, items: &[&str]) -> Option<String> {
+        let name = name?;
+        match hit(name, None, items, Event::Write) {
+            Some(Action::Reject) => Some("fault injected: the store refuses these points".into()),
             _ => None,
         }
     }
@@ -423,24 +470,30 @@ mod enabled {
         fn rules_fire_on_the_nth_event_of_their_instance() {
             arm(Some("unit-a"), "rate_limiter:panic@2x2").unwrap();
             let name = "unit-a/rate_limiter";
-            assert_eq!(hit("unit-b/rate_limiter", None, &[], false), None);
-            assert_eq!(hit(name, None, &[], false), None);
+            let message = Event::Message;
+            assert_eq!(hit("unit-b/rate_limiter", None, &[], message), None);
+            assert_eq!(hit(name, None, &[], message), None);
             assert_eq!(
-                hit(name, None, &[], true),
+                hit(name, None, &[], Event::StoreCall),
                 None,
                 "store calls are counted apart"
             );
-            assert_eq!(hit(name, None, &[], false), Some(Action::Panic));
-            assert_eq!(hit(name, None, &[], false), Some(Action::Panic));
-            assert_eq!(hit(name, None, &[], false), None);
+            assert_eq!(hit(name, None, &[], message), Some(Action::Panic));
+            assert_eq!(hit(name, None, &[], message), Some(Action::Panic));
+            assert_eq!(hit(name, None, &[], message), None);
             assert_eq!(fired(Some("unit-a")).len(), 2);
             disarm(Some("unit-a"));
             arm(Some("unit-a"), "embedding_worker:fail_store#x-1").unwrap();
             assert_eq!(store_call(Some("unit-a/worker-3"), None), None);
             assert_eq!(
-                hit("unit-a/worker-3", None, &["x-1"], true),
+                hit("unit-a/worker-3", None, &["x-1"], Event::StoreCall),
                 Some(Action::FailStore)
             );
+            disarm(Some("unit-a"));
+            arm(Some("unit-a"), "vector_writer:reject@1x0#x-2").unwrap();
+            assert_eq!(rejected(Some("unit-a/vector_writer"), &["x-1"]), None);
+            assert!(rejected(Some("unit-a/vector_writer"), &["x-1", "x-2"]).is_some());
+            assert!(rejected(Some("unit-a/vector_writer"), &["x-2"]).is_some());
             disarm(Some("unit-a"));
         }
     }

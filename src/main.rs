@@ -5,7 +5,9 @@
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use embedq::cli::{AdminClient, ingest, jobs};
+mod cli;
+
+use cli::{AdminClient, ingest, jobs};
 use embedq::config::Settings;
 use embedq::startup::Application;
 use embedq::store::Store;
@@ -13,10 +15,17 @@ use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The version; a build with the test-only fault points says so, so that a benchmark can refuse
+/// to measure one.
+#[cfg(feature = "fault-injection")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (fault-injection test build)");
+#[cfg(not(feature = "fault-injection"))]
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 #[derive(Parser)]
 #[command(
     name = "embedq",
-    version,
+    version = VERSION,
     about = "Keeps vector embeddings of text items in sync, off the request path"
 )]
 struct Cli {
@@ -223,7 +232,7 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
             }
         }
         Command::Demo => {
-            embedq::cli::demo::run(settings.context("settings")?).await?;
+            cli::demo::run(settings.context("settings")?).await?;
         }
         Command::Ingest {
             file,

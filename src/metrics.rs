@@ -56,7 +56,7 @@ impl Metrics {
         &self,
         redis: &ConnectionManager,
         keys: &Keys,
-        rate: &crate::actors::rate_limiter::RateLimiterStatus,
+        rate: &crate::limiter::LimiterFigures,
     ) -> String {
         let mut out = self.handle.render();
         let mut conn = redis.clone();

@@ -1,30 +1,31 @@
-//! Wiring: builds the store, the Redis connections, the supervised pipeline and the HTTP
-//! server from [`Settings`], and runs them until the shared [`Shutdown`] fires.
+//! Wiring: connects the backends named by the [`Settings`], wires the supervised pipeline once
+//! (every actor's arguments and the typed addresses they reach each other by), binds the HTTP
+//! server, and runs them until the shared [`Shutdown`] fires.
 //!
 //! The tests use [`Application::build`] exactly as `embedq serve` does, on a random port.
 
-use crate::actors::embedding_pool::PoolArgs;
-use crate::actors::embedding_worker::{WorkerArgs, WorkerContext};
-use crate::actors::rate_limiter::{RateLimiterArgs, RateLimiterStatus};
-use crate::actors::status_writer::StatusWriterArgs;
-use crate::actors::supervisor::{ChildRole, actor_name};
 use crate::actors::{
-    IntakeArgs, IntakeHealth, PipelineContext, PlannerArgs, SupervisionReport, Supervisor,
-    SupervisorArgs, SupervisorMsg,
+    Addresses, Children, EmbeddingChildren, IntakeArgs, IntakeHealth, PlannerArgs, PoolArgs,
+    RateLimitedEmbedder, RateLimiterArgs, StatusWriterArgs, SupervisionReport, Supervisor,
+    SupervisorArgs, SupervisorMsg, WorkerArgs,
 };
-use crate::config::Settings;
-use crate::http::{AppState, router};
+use crate::config::{Provider, Settings, VectorBackend};
+use crate::events::EventBus;
+use crate::gate::PipelineGate;
+use crate::http::{AppState, PipelineView, router};
+use crate::limiter::LimiterStatus;
 use crate::providers::{Embedder, LocalEmbedder, OpenAiEmbedder, ProviderError};
 use crate::queue::{
     BudgetLimits, ConsumerLease, Keys, PIPELINE_GROUP, PLANNER_GROUP, PlanScripts, QueueError,
     RateBudget, RedisConnections, RetrySet, StreamAcker, consumer_identity,
 };
-use crate::shutdown::Shutdown;
+use crate::retry::RetryPolicy;
+use crate::shutdown::{Shutdown, ShutdownPlan};
 use crate::store::{Store, StoreError};
 use crate::vectors::{VectorError, VectorStore};
 use ractor::{Actor, ActorRef};
+use redis::aio::ConnectionManager;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -60,54 +61,41 @@ pub struct Application {
     consumer: String,
 }
 
-impl Application {
-    /// Connects, migrates, starts the pipeline and binds the listener.
-    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let settings = Arc::new(settings);
-        let shutdown = Shutdown::new();
+/// The backends, connected.
+struct Backends {
+    store: Store,
+    connections: RedisConnections,
+    shared: ConnectionManager,
+    embedder: Arc<dyn Embedder>,
+    vectors: Arc<dyn VectorStore>,
+}
+
+impl Backends {
+    async fn connect(settings: &Settings) -> Result<Self, StartupError> {
         let store = Store::connect(&settings.database).await?;
         store.migrate().await?;
-
-        let keys = Keys::new(settings.redis.prefix.clone());
         let connections = RedisConnections::new(&settings.redis)?;
         let shared = connections.shared()?;
-        let consumer = consumer_identity(&settings.queue.consumer_name);
-        let report = Arc::new(SupervisionReport::default());
-        if !settings.queue.consumer_name.is_empty() {
-            let lease = ConsumerLease::acquire(
-                shared.clone(),
-                &keys,
-                &consumer,
-                settings.visibility_timeout(),
-            )
-            .await?;
-            spawn_lease_renewal(lease, shutdown.clone(), report.clone());
-        }
-
-        let embedder: Arc<dyn Embedder> = match settings.embedding.provider.as_str() {
-            "local" => {
-                let dir = std::path::Path::new(&settings.embedding.model_dir);
-                let embedder = tokio::task::spawn_blocking({
-                    let dir = dir.to_owned();
-                    let threads = settings.embedding.threads;
-                    move || LocalEmbedder::load(&dir, threads)
-                })
-                .await
-                .map_err(|e| StartupError::Spawn(e.to_string()))??;
-                Arc::new(embedder)
-            }
-            _ => Arc::new(OpenAiEmbedder::new(
-                &settings.embedding,
-                settings.secrets.provider_api_key.clone(),
-            )?),
-        };
+        let embedder = open_embedder(settings).await?;
         let vectors =
             crate::vectors::open(&settings.vectors, settings.secrets.qdrant_api_key.as_ref())
                 .await?;
         vectors.ensure_collection(embedder.dimension()).await?;
+        let backends = Self {
+            store,
+            connections,
+            shared,
+            embedder,
+            vectors,
+        };
+        backends.log(settings);
+        Ok(backends)
+    }
+
+    fn log(&self, settings: &Settings) {
         tracing::info!(
             "database: {} ({})",
-            store.backend().as_str(),
+            self.store.backend().as_str(),
             redact_url(&settings.database.url)
         );
         tracing::info!(
@@ -115,132 +103,202 @@ impl Application {
             redact_url(&settings.redis.url),
             settings.redis.prefix
         );
-        tracing::info!(
-            "vectors: {} ({})",
-            vectors.backend(),
-            if settings.vectors.backend == "qdrant" {
-                redact_url(&settings.vectors.url)
-            } else {
+        let place = match settings.vectors.backend {
+            VectorBackend::Qdrant => redact_url(&settings.vectors.url),
+            VectorBackend::Edge => {
                 format!("{}/{}", settings.vectors.path, settings.vectors.collection)
             }
-        );
+        };
+        tracing::info!("vectors: {} ({place})", self.vectors.backend());
         tracing::info!(
             "embeddings: {} {} ({} dimensions)",
-            settings.embedding.provider,
-            embedder.model(),
-            embedder.dimension()
+            settings.embedding.provider.as_str(),
+            self.embedder.model(),
+            self.embedder.dimension()
         );
+    }
+}
 
-        let block = Duration::from_millis(settings.queue.block_ms);
-        let job_intake_health = Arc::new(IntakeHealth::default());
-        let task_intake_health = Arc::new(IntakeHealth::default());
-        let rate_status = Arc::new(std::sync::Mutex::new(RateLimiterStatus::default()));
-        let retries = RetrySet::new(shared.clone(), &keys);
-        let name = |role: ChildRole| actor_name(&consumer, role);
-        let workers = settings.pipeline.workers;
-        let pipeline = PipelineContext {
-            instance: consumer.clone(),
+async fn open_embedder(settings: &Settings) -> Result<Arc<dyn Embedder>, StartupError> {
+    Ok(match settings.embedding.provider {
+        Provider::Local => {
+            let dir = std::path::PathBuf::from(&settings.embedding.model_dir);
+            let threads = settings.embedding.threads;
+            let embedder = tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir, threads))
+                .await
+                .map_err(|e| StartupError::Spawn(e.to_string()))??;
+            Arc::new(embedder)
+        }
+        Provider::Auto | Provider::Openai => Arc::new(OpenAiEmbedder::new(
+            &settings.embedding,
+            settings.secrets.provider_api_key.clone(),
+        )?),
+    })
+}
+
+/// The pieces the actors share with the HTTP surface.
+struct Shared {
+    gate: PipelineGate,
+    report: Arc<SupervisionReport>,
+    limiter: LimiterStatus,
+    job_intake: Arc<IntakeHealth>,
+    task_intake: Arc<IntakeHealth>,
+    events: EventBus,
+}
+
+/// Every child's arguments, and the addresses they reach each other by: the pipeline, wired
+/// once.
+fn wire(
+    settings: &Settings,
+    backends: &Backends,
+    consumer: &str,
+    shared: &Shared,
+) -> Result<(Children, Addresses, RateLimitedEmbedder), StartupError> {
+    let keys = Keys::new(settings.redis.prefix.clone());
+    let addresses = Addresses::default();
+    let block = settings.queue.block;
+    let visibility_timeout = settings.visibility_timeout();
+    let acker = |stream: String, group: &str| {
+        StreamAcker::new(
+            backends.shared.clone(),
+            stream,
+            group.into(),
+            consumer.to_owned(),
+            keys.dead_letters(),
+        )
+    };
+    let embedder =
+        RateLimitedEmbedder::new(backends.embedder.clone(), addresses.rate_limiter.clone());
+    let policy = RetryPolicy::new(&settings.retry);
+    let retries = RetrySet::new(backends.shared.clone(), &keys);
+    let embedding = settings.pipeline.embed.then(|| -> Result<_, StartupError> {
+        Ok(EmbeddingChildren {
             task_intake: IntakeArgs {
-                conn: connections.blocking(block)?,
-                acker: StreamAcker::new(
-                    shared.clone(),
-                    keys.tasks_stream(),
-                    PIPELINE_GROUP.into(),
-                    consumer.clone(),
-                    keys.dead_letters(),
-                ),
+                conn: backends.connections.blocking(block)?,
+                acker: acker(keys.tasks_stream(), PIPELINE_GROUP),
                 stream: keys.tasks_stream(),
                 group: PIPELINE_GROUP.into(),
-                consumer: consumer.clone(),
+                consumer: consumer.to_owned(),
                 block,
-                visibility_timeout: settings.visibility_timeout(),
+                visibility_timeout,
                 credits: Arc::new(Semaphore::new(settings.queue.task_credits)),
                 max_batch: settings.queue.task_credits,
-                downstream: name(ChildRole::Pool),
-                health: task_intake_health.clone(),
+                downstream: addresses.pool.clone(),
+                health: shared.task_intake.clone(),
+                gate: shared.gate.clone(),
             },
             pool: PoolArgs {
-                workers: (0..workers).map(|i| name(ChildRole::Worker(i))).collect(),
-                status_writer: name(ChildRole::StatusWriter),
-                supervisor: format!("{consumer}/supervisor"),
-            },
-            worker: WorkerArgs {
-                index: 0,
-                ctx: WorkerContext {
-                    store: store.clone(),
-                    embedder: embedder.clone(),
-                    retry: settings.retry.clone(),
-                    rate_limiter: name(ChildRole::RateLimiter),
-                    vector_writer: name(ChildRole::VectorWriter),
-                    pool: name(ChildRole::Pool),
+                store: backends.store.clone(),
+                embedder: embedder.clone(),
+                policy,
+                model: settings.embedding.model.clone(),
+                truncate: settings.embedding.truncate,
+                workers: settings.pipeline.workers,
+                worker: WorkerArgs {
+                    index: 0,
+                    embedder: backends.embedder.clone(),
+                    vector_writer: addresses.vector_writer.clone(),
                     model: settings.embedding.model.clone(),
-                    truncate: settings.embedding.truncate,
-                    halted: Arc::new(std::sync::atomic::AtomicBool::new(false)),
                 },
-            },
-            workers,
-            embed: settings.pipeline.embed,
-            rate_limiter: RateLimiterArgs {
-                budget: RateBudget::new(
-                    shared.clone(),
-                    &keys,
-                    BudgetLimits {
-                        requests_per_minute: settings.rate_limit.requests_per_minute,
-                        tokens_per_minute: settings.rate_limit.tokens_per_minute,
-                        burst_seconds: settings.rate_limit.burst_seconds,
-                    },
-                ),
-                min_concurrency: settings.rate_limit.min_concurrency,
-                max_concurrency: settings.rate_limit.max_concurrency,
-                status: rate_status.clone(),
+                status_writer: addresses.status_writer.clone(),
+                gate: shared.gate.clone(),
+                supervision: settings.supervision.clone(),
+                report: shared.report.clone(),
+                events: shared.events.clone(),
             },
             status_writer: StatusWriterArgs {
-                store: store.clone(),
+                store: backends.store.clone(),
                 retries: retries.clone(),
                 model: settings.embedding.model.clone(),
                 max_batch: settings.pipeline.status_max_batch,
-                flush_every: Duration::from_millis(settings.pipeline.status_flush_ms),
+                flush_every: settings.pipeline.status_flush,
             },
-            retries,
-            vectors: vectors.clone(),
-            job_intake: IntakeArgs {
-                conn: connections.blocking(block)?,
-                acker: StreamAcker::new(
-                    shared.clone(),
-                    keys.jobs_stream(),
-                    PLANNER_GROUP.into(),
-                    consumer.clone(),
-                    keys.dead_letters(),
-                ),
-                stream: keys.jobs_stream(),
-                group: PLANNER_GROUP.into(),
-                consumer: consumer.clone(),
-                block,
-                visibility_timeout: settings.visibility_timeout(),
-                credits: Arc::new(Semaphore::new(settings.queue.job_credits)),
-                max_batch: settings.queue.job_credits,
-                downstream: name(ChildRole::Planner),
-                health: job_intake_health.clone(),
-            },
-            planner: PlannerArgs {
-                store: store.clone(),
-                scripts: PlanScripts::new(shared.clone(), keys.clone()),
-                settings: settings.planner.clone(),
-                model: settings.embedding.model.clone(),
-                visibility_timeout: settings.visibility_timeout(),
-            },
+            retries: retries.clone(),
+        })
+    });
+    let children = Children {
+        instance: consumer.to_owned(),
+        job_intake: IntakeArgs {
+            conn: backends.connections.blocking(block)?,
+            acker: acker(keys.jobs_stream(), PLANNER_GROUP),
+            stream: keys.jobs_stream(),
+            group: PLANNER_GROUP.into(),
+            consumer: consumer.to_owned(),
+            block,
+            visibility_timeout,
+            credits: Arc::new(Semaphore::new(settings.queue.job_credits)),
+            max_batch: settings.queue.job_credits,
+            downstream: addresses.planner.clone(),
+            health: shared.job_intake.clone(),
+            gate: shared.gate.clone(),
+        },
+        planner: PlannerArgs {
+            store: backends.store.clone(),
+            scripts: PlanScripts::new(backends.shared.clone(), keys.clone()),
+            settings: settings.planner.clone(),
+            model: settings.embedding.model.clone(),
+            visibility_timeout,
+        },
+        vectors: backends.vectors.clone(),
+        rate_limiter: RateLimiterArgs {
+            budget: RateBudget::new(
+                backends.shared.clone(),
+                &keys,
+                BudgetLimits {
+                    requests_per_minute: settings.rate_limit.requests_per_minute,
+                    tokens_per_minute: settings.rate_limit.tokens_per_minute,
+                    burst_seconds: settings.rate_limit.burst_seconds,
+                },
+            ),
+            min_concurrency: settings.rate_limit.min_concurrency,
+            max_concurrency: settings.rate_limit.max_concurrency,
+            status: shared.limiter.clone(),
+        },
+        embedding: embedding.transpose()?,
+    };
+    Ok((children, addresses, embedder))
+}
+
+impl Application {
+    /// Connects, migrates, starts the pipeline and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let settings = Arc::new(settings);
+        let shutdown = Shutdown::new();
+        let backends = Backends::connect(&settings).await?;
+        let keys = Keys::new(settings.redis.prefix.clone());
+        let consumer = consumer_identity(&settings.queue.consumer_name);
+        let report = Arc::new(SupervisionReport::default());
+        if !settings.queue.consumer_name.is_empty() {
+            let lease = ConsumerLease::acquire(
+                backends.shared.clone(),
+                &keys,
+                &consumer,
+                settings.visibility_timeout(),
+            )
+            .await?;
+            spawn_lease_renewal(lease, shutdown.clone(), report.clone());
+        }
+        let shared = Shared {
+            gate: PipelineGate::new(),
+            report,
+            limiter: LimiterStatus::default(),
+            job_intake: Arc::new(IntakeHealth::default()),
+            task_intake: Arc::new(IntakeHealth::default()),
+            events: EventBus::new(),
         };
-        let events = crate::events::EventBus::new();
+        let (children, addresses, embedder) = wire(&settings, &backends, &consumer, &shared)?;
         let metrics = crate::metrics::Metrics::install();
         let (supervisor, supervisor_done) = Actor::spawn(
             Some(format!("{consumer}/supervisor")),
             Supervisor,
             SupervisorArgs {
-                pipeline,
+                children,
+                addresses,
                 policy: settings.supervision.clone(),
-                report: report.clone(),
+                report: shared.report.clone(),
                 shutdown: shutdown.clone(),
-                events: events.clone(),
+                events: shared.events.clone(),
+                gate: shared.gate.clone(),
             },
         )
         .await
@@ -252,29 +310,35 @@ impl Application {
                 addr: settings.server.listen,
                 source,
             })?;
-        let state = AppState {
-            store,
-            redis: shared,
-            keys,
-            settings,
-            job_intake: job_intake_health,
-            task_intake: task_intake_health,
-            supervision: report,
-            supervisor: supervisor.clone(),
-            embedder,
-            vectors,
-            rate_limiter: rate_status.clone(),
-            rate_limiter_name: name(ChildRole::RateLimiter),
-            instance: consumer.clone(),
-            events: events.clone(),
-            metrics,
-        };
         crate::events::spawn_progress_reporter(
-            state.store.clone(),
-            events,
-            rate_status,
+            backends.store.clone(),
+            shared.events.clone(),
+            shared.limiter.clone(),
             shutdown.clone(),
         );
+        crate::events::spawn_gate_reporter(
+            shared.gate.clone(),
+            shared.events.clone(),
+            shutdown.clone(),
+        );
+        let state = AppState {
+            store: backends.store,
+            redis: backends.shared,
+            keys,
+            settings,
+            pipeline: PipelineView {
+                gate: shared.gate,
+                supervision: shared.report,
+                limiter: shared.limiter,
+                job_intake: shared.job_intake,
+                task_intake: shared.task_intake,
+                embedder,
+                instance: consumer.clone(),
+            },
+            vectors: backends.vectors,
+            events: shared.events,
+            metrics,
+        };
         Ok(Self {
             listener,
             state,
@@ -307,7 +371,8 @@ impl Application {
     }
 
     /// Serves until shutdown, then stops the pipeline (intake first, so in-flight work can
-    /// finish) and closes the pool. Fails when supervision escalated.
+    /// finish) within the shutdown plan, and gives open HTTP connections what is left of it.
+    /// Fails when supervision escalated.
     pub async fn run_until_stopped(self) -> Result<(), StartupError> {
         let Self {
             listener,
@@ -318,9 +383,13 @@ impl Application {
             ..
         } = self;
         let store = state.store.clone();
-        let report = state.supervision.clone();
+        let report = state.pipeline.supervision.clone();
+        let deadline = state.settings.pipeline.shutdown_deadline;
         let app = router(state);
-        let signal = shutdown.clone();
+        // The server keeps answering while the pipeline drains (readiness says 503 meanwhile),
+        // and stops taking connections once the pipeline has stopped.
+        let http_stop = Shutdown::new();
+        let signal = http_stop.clone();
         let mut server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { signal.triggered().await })
@@ -330,15 +399,23 @@ impl Application {
             served = &mut server => Some(served),
             _ = shutdown.triggered() => None,
         };
-        // The pipeline stops first (in-flight batches finish within their deadline), while the
-        // HTTP server drains; then open connections that never end by themselves (event
-        // streams, a stalled client) get a short grace and are dropped.
         shutdown.trigger();
-        supervisor.stop(Some("shutdown".into()));
-        let _ = tokio::time::timeout(Duration::from_secs(15), supervisor_done).await;
+        let plan = ShutdownPlan::start(deadline);
+        let stopped = supervisor
+            .call(
+                |reply| SupervisorMsg::Shutdown(plan, reply),
+                Some(plan.actors()),
+            )
+            .await;
+        if !matches!(stopped, Ok(ractor::rpc::CallResult::Success(()))) {
+            tracing::warn!("the pipeline did not stop within the shutdown plan; stopping it now");
+            supervisor.kill();
+        }
+        let _ = tokio::time::timeout(plan.http(), supervisor_done).await;
+        http_stop.trigger();
         let served = match finished_early {
             Some(served) => served,
-            None => match tokio::time::timeout(HTTP_GRACE, &mut server).await {
+            None => match tokio::time::timeout(plan.http(), &mut server).await {
                 Ok(served) => served,
                 Err(_) => {
                     server.abort();
@@ -355,9 +432,6 @@ impl Application {
         }
     }
 }
-
-/// How long open HTTP connections may take to finish once the pipeline has stopped.
-const HTTP_GRACE: Duration = Duration::from_secs(2);
 
 /// A URL without its password, for logs.
 fn redact_url(url: &str) -> String {
@@ -393,4 +467,21 @@ fn spawn_lease_renewal(lease: ConsumerLease, shutdown: Shutdown, report: Arc<Sup
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://embedq:s3cret@db:5432/embedq"),
+            "postgres://embedq:***@db:5432/embedq"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
 }

@@ -234,6 +234,14 @@ async fn a_consumer_name_in_use_is_refused() {
     let err = refused
         .err()
         .expect("a second daemon with the same consumer name must not start");
-    assert!(err.to_string().contains("replica-a"), "{err}");
+    // The lease's own refusal (not some other start-up error that happens to name it).
+    assert!(
+        matches!(
+            &err,
+            embedq::startup::StartupError::Queue(embedq::queue::QueueError::ConsumerNameTaken(n))
+                if n == "replica-a"
+        ),
+        "{err}"
+    );
     first.stop().await;
 }

@@ -9,6 +9,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
+use support::invariants::Duplicates;
 use support::mock_provider::{MockProvider, MockScript};
 use support::{Backend, TestApp, context_job, script_with_latency, wait_until, xadd};
 
@@ -22,7 +23,7 @@ async fn app_with(
     support::app_with(backend, mock, move |s| {
         s.planner.task_size = 16;
         s.planner.page_size = 100;
-        s.supervision.restart_backoff_ms = 20;
+        s.supervision.restart_backoff = Duration::from_millis(20);
         s.supervision.max_restarts = 30;
         adjust(s);
     })
@@ -54,10 +55,13 @@ fn fired(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// Items the one-panic scenarios hold in memory at most: 4 task credits × 16 items per task.
+const ONE_PANIC_HELD: u64 = 4 * 16;
+
 /// One actor panics once mid-job: it restarts alone, the job completes, every invariant holds.
 /// `early`: armed before the job is created (planning is over quickly), else once the job has
 /// made progress.
-async fn one_panic(backend: Backend, spec: &str, role: &str, early: bool, why: &str) {
+async fn one_panic(backend: Backend, spec: &str, role: &str, early: bool, duplicates: Duplicates) {
     let mock = MockProvider::start(script_with_latency(20)).await;
     // Few credits: the tasks intake reads again each time a task settles.
     let app = app_with(backend, &mock, |s| s.queue.task_credits = 4).await;
@@ -86,7 +90,7 @@ async fn one_panic(backend: Backend, spec: &str, role: &str, early: bool, why: &
         "{spec}: no restart of {role} recorded"
     );
     let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(&format!("{backend:?} panic {spec}"), why);
+    report.expect(&format!("{backend:?} panic {spec}"), duplicates);
     embedq::fault::disarm(Some(&app.instance));
     app.stop().await;
 }
@@ -97,7 +101,7 @@ async fn a_task_intake_panic_restarts_it_alone(backend: Backend) {
         "task_intake:panic@2",
         "task_intake",
         false,
-        "0 expected: it panics before reading; what it delivered is held downstream",
+        Duplicates::zero("it panics before reading; what it delivered is held downstream"),
     )
     .await
 }
@@ -108,7 +112,7 @@ async fn a_job_intake_panic_restarts_it_alone(backend: Backend) {
         "job_intake:panic@2",
         "job_intake",
         true,
-        "0 expected: the job entry stays pending and is delivered again",
+        Duplicates::zero("the job entry stays pending and is delivered again"),
     )
     .await
 }
@@ -119,7 +123,7 @@ async fn a_planner_panic_resumes_planning_from_its_cursor(backend: Backend) {
         "planner:panic@3",
         "planner",
         true,
-        "0 expected: planning resumes from its cursor and each page is written once",
+        Duplicates::zero("planning resumes from its cursor and each page is written once"),
     )
     .await
 }
@@ -130,7 +134,7 @@ async fn a_rate_limiter_panic_costs_an_attempt_at_most(backend: Backend) {
         "rate_limiter:panic@6",
         "rate_limiter",
         false,
-        "0 expected: workers waiting for a permit retry; no request was lost after sending",
+        Duplicates::zero("workers waiting for a permit retry; no request was lost after sending"),
     )
     .await
 }
@@ -141,7 +145,9 @@ async fn an_embedding_worker_panic_resends_its_task(backend: Backend) {
         "embedding_worker:panic@3",
         "worker",
         false,
-        "0 expected: it panics before calling the provider; its items go on alone, attempts raised",
+        Duplicates::zero(
+            "it panics before calling the provider; its items go on alone, attempts raised",
+        ),
     )
     .await
 }
@@ -152,7 +158,10 @@ async fn a_pool_panic_redelivers_what_it_held(backend: Backend) {
         "embedding_pool:panic@12",
         "embedding_pool",
         false,
-        "the tasks being embedded at the crash, handed out again before their workers finished them (at most workers × task size)",
+        Duplicates::at_most(
+            ONE_PANIC_HELD,
+            "the items held at the crash, embedded but not yet settled, are embedded again",
+        ),
     )
     .await
 }
@@ -163,7 +172,10 @@ async fn a_vector_writer_panic_retries_the_write(backend: Backend) {
         "vector_writer:panic@3",
         "vector_writer",
         false,
-        "the requests embedded and waiting at the writer when it crashed (at most one per worker) are embedded again",
+        Duplicates::at_most(
+            ONE_PANIC_HELD,
+            "the requests embedded and waiting at the writer when it crashed are embedded again",
+        ),
     )
     .await
 }
@@ -174,7 +186,10 @@ async fn a_status_writer_panic_loses_nothing(backend: Backend) {
         "status_writer:panic@4",
         "status_writer",
         false,
-        "the settlements it held uncommitted: their tasks are delivered again and re-embedded",
+        Duplicates::at_most(
+            ONE_PANIC_HELD,
+            "the settlements it held uncommitted: their tasks are delivered again and re-embedded",
+        ),
     )
     .await
 }
@@ -187,9 +202,27 @@ async fn a_retry_scheduler_panic_loses_no_retry(backend: Backend) {
     .await;
     let app = app_with(backend, &mock, |_| {}).await;
     app.seed_items("ctx", "it", 600).await;
-    arm(&app, "retry_scheduler:panic@3");
     let job = context_job(&app).await;
+    // Once retries wait in Redis, the scheduler panics on its next tick.
+    let retries = app.keys.retries();
+    assert!(
+        wait_until(Duration::from_secs(30), || async {
+            redis::cmd("ZCARD")
+                .arg(&retries)
+                .query_async::<u64>(&mut app.redis.clone())
+                .await
+                .unwrap()
+                > 0
+        })
+        .await,
+        "no retry was ever scheduled"
+    );
+    arm(&app, "retry_scheduler:panic@1");
     let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert!(
+        wait_until(Duration::from_secs(5), || async { !fired(&app).is_empty() }).await,
+        "the scheduler never ticked again"
+    );
     assert_eq!(fired(&app).len(), 1);
     assert!(restarts(&app, "retry_scheduler").await >= 1);
     assert!(
@@ -197,9 +230,9 @@ async fn a_retry_scheduler_panic_loses_no_retry(backend: Backend) {
         "{done}"
     );
     let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
-        &format!("{backend:?} panic retry_scheduler:panic@3 (20% 5xx)"),
-        "0 expected: 5xx answers embed nothing; retries wait in Redis, not in the actor",
+    report.expect(
+        &format!("{backend:?} panic retry_scheduler:panic@1 with retries waiting (20% 5xx)"),
+        Duplicates::zero("5xx answers embed nothing; retries wait in Redis, not in the actor"),
     );
     embedq::fault::disarm(Some(&app.instance));
     app.stop().await;
@@ -243,9 +276,52 @@ async fn a_poison_item_ends_failed_and_dead_lettered(backend: Backend) {
     assert!(app.max_attempts().await <= limit);
     assert_eq!(app.get("/readyz").await.0, 200, "the daemon keeps serving");
     let report = app.check_invariants(&[&job], Some(&mock)).await;
-    report.print(
+    report.expect(
         &format!("{backend:?} poison item"),
-        "0 expected: the worker panics before calling the provider",
+        Duplicates::zero("the worker panics before calling the provider"),
+    );
+    embedq::fault::disarm(Some(&app.instance));
+    app.stop().await;
+}
+
+/// A point the vector store refuses for good (as it would one of the wrong dimension) fails
+/// its item after one attempt, with the store's reason; the items that shared its request are
+/// stored and complete.
+async fn a_point_the_store_refuses_fails_its_item_once(backend: Backend) {
+    let mock = MockProvider::start(script_with_latency(5)).await;
+    let app = app_with(backend, &mock, |_| {}).await;
+    app.seed_items("ctx", "it", 100).await;
+    arm(&app, "vector_writer:reject@1x0#it-000042");
+    let job = context_job(&app).await;
+    let done = app.wait_finished(&job, Duration::from_secs(60)).await;
+    assert_eq!(
+        (
+            done["state"].as_str(),
+            done["completed"].as_i64(),
+            done["failed"].as_i64()
+        ),
+        (Some("FAILED"), Some(99), Some(1)),
+        "{done}"
+    );
+    let (_, item) = app.get("/v1/items/it-000042").await;
+    assert_eq!(item["status"], "FAILED", "{item}");
+    assert_eq!(
+        item["attempts"], 1,
+        "one attempt, not every attempt: {item}"
+    );
+    let reason = item["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains("the vector store refused the point") && reason.contains("fault injected"),
+        "{item}"
+    );
+    let dead = app.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["item_id"], "it-000042");
+    let report = app.check_invariants(&[&job], Some(&mock)).await;
+    assert_eq!(report.max_attempts, 1, "nothing else was retried");
+    report.expect(
+        &format!("{backend:?} refused point"),
+        Duplicates::zero("the refused write is split; the points it accepts are stored once"),
     );
     embedq::fault::disarm(Some(&app.instance));
     app.stop().await;
@@ -271,9 +347,12 @@ async fn failed_store_calls_are_retried(backend: Backend) {
         report.max_attempts <= 2,
         "only the failed upsert costs an attempt"
     );
-    report.print(
+    report.expect(
         &format!("{backend:?} failed store calls"),
-        "one request's inputs: the failed vector upsert; a failed commit or load embeds nothing again",
+        Duplicates::at_most(
+            support::held_items(&app.settings),
+            "one request's inputs: the failed vector upsert; a failed commit or load embeds nothing again",
+        ),
     );
     embedq::fault::disarm(Some(&app.instance));
     app.stop().await;
@@ -285,7 +364,7 @@ async fn failed_store_calls_are_retried(backend: Backend) {
 async fn a_batch_outliving_the_visibility_timeout_keeps_its_claim(backend: Backend) {
     let mock = MockProvider::start(script_with_latency(5)).await;
     let app = app_with(backend, &mock, |s| {
-        s.queue.visibility_timeout_ms = 1_000;
+        s.queue.visibility_timeout = Duration::from_millis(1_000);
         s.pipeline.workers = 2;
     })
     .await;
@@ -343,9 +422,11 @@ async fn a_batch_outliving_the_visibility_timeout_keeps_its_claim(backend: Backe
     let report = app.check_invariants(&[&job], Some(&mock)).await;
     let again = app.job(&job).await;
     assert_eq!(again["completed"], 64, "{again}");
-    report.print(
+    report.expect(
         &format!("{backend:?} batch outlives the visibility timeout"),
-        "0 expected: nobody reclaims a batch in progress, and the copy finds its items embedded",
+        Duplicates::zero(
+            "nobody reclaims a batch in progress, and the copy finds its items embedded",
+        ),
     );
     embedq::fault::disarm(Some(&app.instance));
     app.stop().await;
@@ -357,7 +438,7 @@ async fn too_many_restarts_escalate(backend: Backend) {
     let mock = MockProvider::start(script_with_latency(5)).await;
     let app = app_with(backend, &mock, |s| {
         s.supervision.max_restarts = 3;
-        s.supervision.restart_window_ms = 60_000;
+        s.supervision.restart_window = Duration::from_millis(60_000);
     })
     .await;
     app.seed_items("ctx", "it", 100).await;
@@ -394,7 +475,11 @@ async fn too_many_restarts_escalate(backend: Backend) {
     shutdown.trigger();
     let err = result.expect_err("escalation is an error");
     assert!(err.to_string().contains("supervision gave up"), "{err}");
-    println!("[{backend:?} escalation] {err}; readiness was 503 before stopping: {saw_not_ready}");
+    assert!(
+        saw_not_ready,
+        "readiness never said 503 with the reason before the daemon stopped"
+    );
+    println!("[{backend:?} escalation] {err}; readiness was 503 with the reason before stopping");
     support::delete_prefix(&settings.redis.url, keys.prefix()).await;
 }
 
@@ -459,6 +544,7 @@ on_both_backends!(
     a_status_writer_panic_loses_nothing,
     a_retry_scheduler_panic_loses_no_retry,
     a_poison_item_ends_failed_and_dead_lettered,
+    a_point_the_store_refuses_fails_its_item_once,
     failed_store_calls_are_retried,
     a_batch_outliving_the_visibility_timeout_keeps_its_claim,
     too_many_restarts_escalate,

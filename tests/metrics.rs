@@ -24,6 +24,7 @@ async fn metrics_match_the_job() {
     let mock = MockProvider::start(MockScript {
         dimension: TEST_DIMENSION,
         storm_429: 3,
+        storm_5xx: 2,
         ..MockScript::default()
     })
     .await;
@@ -84,9 +85,20 @@ async fn metrics_match_the_job() {
     );
     assert_eq!(get("embedq_tokens_total"), audit.tokens_embedded as f64);
     assert_eq!(
+        get(r#"embedq_api_requests_total{outcome="transient"}"#),
+        2.0
+    );
+    // A 429 sends its inputs again without using an attempt; each input of a 503 is retried
+    // once, as the provider saw them.
+    assert!(
+        audit.inputs_by_status[&503] > 0,
+        "{:?}",
+        audit.inputs_by_status
+    );
+    assert_eq!(
         get("embedq_retries_total"),
-        3.0 * 64.0_f64.min(501.0),
-        "every item of a rate-limited request is retried once"
+        audit.inputs_by_status[&503] as f64,
+        "every input of a failed request is retried once"
     );
     assert_eq!(
         get("embedq_api_request_duration_seconds_count"),

@@ -5,6 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 use std::time::Duration;
+use support::invariants::Duplicates;
 use support::mock_provider::{MockProvider, MockScript};
 use support::{Backend, TestApp, app_with, script, wait_until};
 
@@ -81,9 +82,9 @@ async fn cancel_mid_job_keeps_counters_true(backend: Backend) {
         .post_json(&format!("/v1/jobs/{job}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 409, "{again}");
-    app.check_invariants(&[&job], Some(&mock)).await.print(
+    app.check_invariants(&[&job], Some(&mock)).await.expect(
         &format!("{backend:?} cancel mid-job"),
-        "0 expected: queued work of the cancelled job is dropped, not redone",
+        Duplicates::zero("queued work of the cancelled job is dropped, not redone"),
     );
     app.stop().await;
 }
@@ -204,9 +205,9 @@ async fn dead_letters_are_listed_and_requeued(backend: Backend) {
     assert_eq!(app.status_counts().await.get("COMPLETED"), Some(&8));
     // The first job's dead letters were requeued away on purpose: check the requeue jobs.
     let checked: Vec<&str> = requeue_jobs.iter().map(String::as_str).collect();
-    app.check_invariants(&checked, Some(&mock)).await.print(
+    app.check_invariants(&checked, Some(&mock)).await.expect(
         &format!("{backend:?} dead letters requeued"),
-        "0 expected: a refused input embeds nothing",
+        Duplicates::zero("a refused input embeds nothing"),
     );
     for (body, want) in [
         (json!({}), 422),

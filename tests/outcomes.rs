@@ -54,9 +54,7 @@ fn completed(item: usize, attempts: u32) -> ItemOutcome {
     let hash = embedq::domain::ContentHash::of(&format!("text {item}"));
     outcome(
         item,
-        OutcomeKind::Completed {
-            content_hash: hash.as_str().to_owned(),
-        },
+        OutcomeKind::Completed { content_hash: hash },
         attempts,
     )
 }
@@ -100,13 +98,17 @@ async fn duplicates_and_stale_outcomes_are_resolved(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        report.counted.get(&job.to_string()),
-        Some(&(2, 1, 0)),
+        report.counted.get(&job),
+        Some(&embedq::store::OutcomeCounts {
+            completed: 2,
+            failed: 1,
+            skipped: 0
+        }),
         "{report:?}"
     );
     assert_eq!(
         report.newly_failed,
-        vec![(job.to_string(), "it-2".to_owned())]
+        vec![(job, ItemId::parse("it-2").unwrap())]
     );
     assert_eq!(status(&store, 0).await, ("COMPLETED".into(), 2));
     assert_eq!(status(&store, 1).await, ("COMPLETED".into(), 2));

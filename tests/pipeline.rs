@@ -7,6 +7,7 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
+use support::invariants::Duplicates;
 use support::mock_provider::{MockProvider, MockScript};
 use support::{Backend, TEST_DIMENSION, TestApp, app_with, script, wait_until, xadd};
 
@@ -22,10 +23,9 @@ async fn assert_points_match(app: &TestApp, ids: &[String]) {
     for chunk in items.chunks(500) {
         let points = app.vectors.get(chunk).await.unwrap();
         assert_eq!(points.len(), chunk.len(), "missing points");
-        let names: Vec<String> = chunk.iter().map(|i| i.to_string()).collect();
-        let contents = app.store.item_contents(&names).await.unwrap();
+        let contents = app.store.item_contents(chunk).await.unwrap();
         for p in points {
-            let content = &contents[p.item_id.as_str()];
+            let content = &contents[&p.item_id];
             let expected = MockProvider::vector_for(content, TEST_DIMENSION);
             let diff = p
                 .vector
@@ -38,10 +38,7 @@ async fn assert_points_match(app: &TestApp, ids: &[String]) {
                 "point of {} holds another vector (max diff {diff})",
                 p.item_id
             );
-            assert_eq!(
-                p.content_hash,
-                embedq::domain::ContentHash::of(content).as_str()
-            );
+            assert_eq!(p.content_hash, embedq::domain::ContentHash::of(content));
             checked += 1;
         }
     }
@@ -132,9 +129,9 @@ async fn ten_thousand_items_are_embedded_once_and_counted_once(backend: Backend)
     assert_eq!(app.vectors.count().await.unwrap(), N as u64);
     app.check_invariants(&[&job, &again, &third], Some(&mock))
         .await
-        .print(
+        .expect(
             &format!("{backend:?} 10,000 items, twice, then one changed"),
-            "0 expected: nothing fails, unchanged content is skipped",
+            Duplicates::zero("nothing fails, unchanged content is skipped"),
         );
     app.stop().await;
 }
@@ -148,7 +145,10 @@ async fn transient_faults_are_retried_within_the_attempt_limit(backend: Backend)
         ..script()
     })
     .await;
-    let app = app_with(backend, &mock, |s| s.embedding.timeout_ms = 500).await;
+    let app = app_with(backend, &mock, |s| {
+        s.embedding.timeout = Duration::from_millis(500)
+    })
+    .await;
     const N: usize = 3_000;
     app.seed_items("ctx", "it", N).await;
     let job = app
@@ -183,9 +183,11 @@ async fn transient_faults_are_retried_within_the_attempt_limit(backend: Backend)
         audit.by_status
     );
     assert_eq!(app.vectors.count().await.unwrap(), N as u64);
-    app.check_invariants(&[&job], Some(&mock)).await.print(
+    app.check_invariants(&[&job], Some(&mock)).await.expect(
         &format!("{backend:?} 5xx, hangs and broken bodies"),
-        "the inputs of requests the provider embedded but whose answer was lost (time-out) or broken",
+        Duplicates::zero(
+            "a hang ends in a 504 and a broken body is not an embedding: each input is embedded once",
+        ),
     );
     app.stop().await;
 }
@@ -244,9 +246,9 @@ async fn a_bad_key_pauses_intake_without_burning_attempts(backend: Backend) {
     );
     assert_eq!(app.max_attempts().await, 1);
     assert_eq!(app.get("/readyz").await.0, 200);
-    app.check_invariants(&[&job], Some(&mock)).await.print(
+    app.check_invariants(&[&job], Some(&mock)).await.expect(
         &format!("{backend:?} bad key, then resumed"),
-        "0 expected: a 401 embeds nothing",
+        Duplicates::zero("a 401 embeds nothing"),
     );
     app.stop().await;
 }
@@ -326,12 +328,15 @@ async fn over_token_inputs_fail_once_with_the_reason(backend: Backend) {
         dead.iter()
             .all(|d| d["attempts"] == "1" && !d["reason"].is_empty())
     );
-    // Never retried: the provider saw the long input at most in one batch and once alone.
+    // Never retried: the provider saw the long input once per step of the bisection that
+    // found it — at most 1 + log2(8) refusals for the 8 inputs sent.
     let refused = audit.by_status.get(&400).copied().unwrap_or(0);
-    assert!((1..=2).contains(&refused), "{:?}", audit.by_status);
-    app.check_invariants(&[&job], Some(&mock)).await.print(
+    assert!((1..=4).contains(&refused), "{:?}", audit.by_status);
+    app.check_invariants(&[&job], Some(&mock)).await.expect(
         &format!("{backend:?} over-token 400"),
-        "0 expected: the refused batch embedded nothing; its inputs are sent again one by one",
+        Duplicates::zero(
+            "the refused batch embedded nothing; its inputs are sent again one by one",
+        ),
     );
     app.stop().await;
 }
@@ -357,9 +362,9 @@ async fn a_429_storm_is_obeyed(backend: Backend) {
     assert_eq!(audit.by_status.get(&429), Some(&6));
     assert!(app.max_attempts().await <= app.settings.retry.max_retries as i64 + 1);
     assert!(app.dead_letters().await.is_empty());
-    app.check_invariants(&[&job], Some(&mock)).await.print(
+    app.check_invariants(&[&job], Some(&mock)).await.expect(
         &format!("{backend:?} 6 × 429"),
-        "0 expected: a 429 embeds nothing",
+        Duplicates::zero("a 429 embeds nothing"),
     );
     app.stop().await;
 }
@@ -483,7 +488,7 @@ async fn a_job_over_failed_items_gives_them_fresh_attempts(backend: Backend) {
     .await;
     let app = app_with(backend, &mock, |s| {
         s.retry.max_retries = 1;
-        s.retry.base_backoff_ms = 10;
+        s.retry.base_backoff = Duration::from_millis(10);
     })
     .await;
     app.seed_items("ctx", "it", 20).await;
@@ -497,6 +502,8 @@ async fn a_job_over_failed_items_gives_them_fresh_attempts(backend: Backend) {
 
     // The provider recovers; the operator re-runs the failed items.
     mock.set_script(script());
+    let scope = app.items_with_status("FAILED").await;
+    assert_eq!(scope.len(), 20);
     let again = app.create_job(json!({"type": "failed"})).await;
     let done = app.wait_finished(&again, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "COMPLETED", "{done}");
@@ -509,6 +516,13 @@ async fn a_job_over_failed_items_gives_them_fresh_attempts(backend: Backend) {
     );
     let ids: Vec<String> = (0..20).map(|i| format!("it-{i:06}")).collect();
     assert_points_match(&app, &ids).await;
+    let scopes = [(again.clone(), scope)].into_iter().collect();
+    app.check_invariants_with(&[&first, &again], &scopes, Some(&mock))
+        .await
+        .expect(
+            &format!("{backend:?} failed items re-run"),
+            Duplicates::zero("a 5xx embeds nothing; the re-run embeds each item once"),
+        );
     app.stop().await;
 }
 

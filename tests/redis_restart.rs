@@ -13,7 +13,7 @@ async fn intake_resumes_after_a_redis_restart(backend: Backend) {
     let url = redis.url();
     let app = TestApp::spawn_with(backend, |s| {
         s.redis.url = url.clone();
-        s.queue.block_ms = 1_000;
+        s.queue.block = Duration::from_millis(1_000);
         s.pipeline.embed = false;
     })
     .await;

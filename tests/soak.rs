@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use support::daemon::{Daemon, owned_env};
-use support::invariants::{Report, Scene, check};
+use support::invariants::{Duplicates, Report, Scene, check};
 use support::mock_provider::{MockProvider, MockScript};
 use support::proxy::Proxy;
 use support::redis_server::RedisServer;
@@ -170,6 +170,9 @@ fn script() -> MockScript {
         ..support::script_with_latency(3)
     }
 }
+
+/// Items the daemon holds in memory at most: 64 task credits × 64 items per task (defaults).
+const HELD: u64 = 64 * 64;
 
 struct Round {
     http: reqwest::Client,
@@ -496,10 +499,22 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
         model: MODEL,
     };
     let job_refs: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    let scopes = std::collections::HashMap::new();
     let audit = mock.audit();
+    // Each fault fired, each kill or outage, may make the items held then be embedded again.
+    let disruptions = 1
+        + fired.len() as u64
+        + r.log
+            .iter()
+            .filter(|l| {
+                ["SIGKILL", "SIGTERM", "Redis", "5xx", "cut", "stall"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .count() as u64;
     let log = r.log.join("\n  ");
     let report: Report = {
-        let result = std::panic::AssertUnwindSafe(check(&scene, &job_refs, Some(&audit)));
+        let result = std::panic::AssertUnwindSafe(check(&scene, &job_refs, &scopes, Some(&audit)));
         match futures_catch(result).await {
             Ok(report) => report,
             Err(why) => panic!(
@@ -526,9 +541,12 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
         audit.requests,
         audit.by_status,
     );
-    report.print(
+    report.expect(
         &format!("round {number} seed {seed}"),
-        "the batches in flight at each SIGKILL, crash or lost answer",
+        Duplicates::at_most(
+            disruptions * HELD,
+            "the items held in memory at each SIGKILL, crash, outage or lost answer",
+        ),
     );
     r.store.close().await;
     drop(vector_store);

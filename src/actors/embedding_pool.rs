@@ -1,38 +1,70 @@
-//! Embedding pool: receives task deliveries from the tasks intake and hands each to an idle
-//! worker. It keeps every delivery (and with it the intake credit and the claim on its entry)
-//! until the worker's settlement goes to the status writer, so a worker that crashes loses
-//! nothing: its task is settled as a failed attempt of every item in it, each item sent on
-//! alone with its attempt count raised — a poison item that crashes its worker every time runs
-//! out of attempts and ends FAILED with the reason, and the items that shared its task are not
-//! dragged down with it.
+//! Embedding pool: holds the task deliveries the tasks intake hands it and turns them into
+//! requests for its workers, which it supervises.
+//!
+//! For each delivery it loads the task's items and classifies them ([`classify`]); the inputs
+//! to embed join one queue, whatever task they come from ([`PendingInputs`]). When a worker is
+//! idle and inputs wait, it asks the rate limiter for a permit, and only once the permit comes
+//! does it pack the request from what waits then — so when the request budget binds, requests
+//! fill up while they wait. A worker's answer is turned into each input's result
+//! ([`actions_for`]); a task whose items all have one is settled ([`TaskProgress::settle`])
+//! and handed, with its delivery (its intake credit and its claim), to the status writer,
+//! which commits and then acknowledges it.
+//!
+//! A worker that crashes mid-request settles that request's items as a crash: an attempt is
+//! used and each item goes on alone, so a poison item that crashes its worker every time runs
+//! out of attempts and ends FAILED, and the items that shared its request are not dragged down
+//! with it. The pool restarts the worker after a backoff; past its restart budget it fails,
+//! and the supervisor restarts the pool (the intake then delivers its tasks again).
 
-use super::embedding_worker::{WorkerMsg, backoff};
+use super::address::Address;
+use super::embedding_worker::{EmbeddingWorker, WorkerArgs, WorkerMsg};
+use super::rate_limiter::{Permit, RateLimitedEmbedder};
+use super::restarts::RestartBudget;
 use super::status_writer::{Settled, StatusMsg};
-use super::supervisor::SupervisorMsg;
-use crate::config::RetrySettings;
-use crate::messages::{ItemOutcome, OutcomeKind, Settlement, TaskMessage};
+use super::supervision_report::SupervisionReport;
+use crate::config::SupervisionSettings;
+use crate::domain::JobState;
+use crate::embedding::{
+    EmbedRequest, Group, InputAction, InputRef, InputResult, PendingInputs, PreparedInput,
+    RequestInput, RequestOutcome, TaskProgress, actions_for, classify, settle_unloaded,
+};
+use crate::events::EventBus;
+use crate::gate::PipelineGate;
+use crate::messages::{Settlement, TaskMessage};
 use crate::queue::Delivery;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use crate::retry::RetryPolicy;
+use crate::store::{LoadedItem, Store};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
 
 pub enum PoolMsg {
     Deliver(Delivery<TaskMessage>),
-    Finished {
-        worker: usize,
-        entry_id: String,
-        settlement: Settlement,
+    /// A task's items were read (self-sent): `None` when its job was cancelled.
+    Loaded {
+        entry: String,
+        loaded: Option<Result<Vec<LoadedItem>, String>>,
     },
-    /// A worker crashed (`reason`) while holding whatever it was assigned.
-    WorkerCrashed {
+    /// The permit asked for, or why none came (self-sent).
+    Permit(Result<Permit, String>),
+    /// A worker's answer to a request (self-sent).
+    Answered {
         worker: usize,
-        reason: String,
+        request: u64,
+        outcome: RequestOutcome,
     },
-    /// The supervisor restarted a worker: it can take work again.
-    WorkerRestarted(usize),
-    /// Stop (true) or restart (false) handing out tasks; held deliveries stay queued.
-    Hold(bool),
-    /// Shutting down: hand out nothing more, let go of queued deliveries (their entries stay
-    /// pending for whoever comes next), and answer once every assigned task has settled.
+    /// Start a worker again once its backoff has passed (self-sent).
+    RestartWorker(usize),
+    /// The pipeline gate changed (self-sent by its watcher).
+    GateChanged,
+    /// Try to send the next request (self-sent after the limiter could not be reached).
+    Dispatch,
+    /// Shutting down: send nothing more, give back what was never sent, and answer once every
+    /// request in flight is settled.
     Drain(RpcReplyPort<()>),
 }
 
@@ -44,134 +76,491 @@ impl From<Delivery<TaskMessage>> for PoolMsg {
 
 #[derive(Clone)]
 pub struct PoolArgs {
-    /// Registered names of the workers, by index.
-    pub workers: Vec<String>,
-    pub status_writer: String,
-    pub supervisor: String,
+    pub store: Store,
+    pub embedder: RateLimitedEmbedder,
+    pub policy: RetryPolicy,
+    /// The model whose vectors are current.
+    pub model: String,
+    /// Cut inputs over the per-input token limit instead of failing them.
+    pub truncate: bool,
+    pub workers: usize,
+    /// What every worker starts from (its index set per worker).
+    pub worker: WorkerArgs,
+    pub status_writer: Address<StatusMsg>,
+    pub gate: PipelineGate,
+    pub supervision: SupervisionSettings,
+    pub report: Arc<SupervisionReport>,
+    pub events: EventBus,
 }
 
-/// What the pool starts from: its names, and the retry policy that decides what a worker's
-/// crash costs the items it held.
-#[derive(Clone)]
-pub struct PoolStart {
-    pub args: PoolArgs,
-    pub retry: RetrySettings,
+/// A task held from its delivery to its settlement.
+struct HeldTask {
+    delivery: Delivery<TaskMessage>,
+    /// `None` while its items load.
+    embedding: Option<Box<Embedding>>,
+}
+
+/// A loaded task's inputs and how far they are.
+struct Embedding {
+    inputs: Vec<PreparedInput>,
+    progress: TaskProgress,
+    /// Inputs in a request right now.
+    in_flight: usize,
+}
+
+struct InFlight {
+    request: u64,
+    inputs: Vec<(InputRef, usize)>,
+    group: Group,
+}
+
+#[derive(Default)]
+struct WorkerSlot {
+    actor: Option<ActorRef<WorkerMsg>>,
+    busy: Option<InFlight>,
 }
 
 pub struct PoolState {
     args: PoolArgs,
-    retry: RetrySettings,
-    queue: VecDeque<Delivery<TaskMessage>>,
-    assigned: HashMap<usize, Delivery<TaskMessage>>,
-    idle: BTreeSet<usize>,
-    held: bool,
+    tasks: HashMap<String, HeldTask>,
+    pending: PendingInputs,
+    workers: Vec<WorkerSlot>,
+    worker_ids: HashMap<ActorId, usize>,
+    restarts: RestartBudget,
+    permit_asked: bool,
+    next_request: u64,
+    /// Shutting down: nothing new is taken or sent.
+    draining: bool,
+    /// Answered once nothing is held any more.
     drained: Option<RpcReplyPort<()>>,
+    gate_watch: Option<JoinHandle<()>>,
 }
 
 pub struct EmbeddingPool;
 
-/// The settlement of a task whose worker crashed: every item used an attempt; those with
-/// attempts left go on alone (one retry task each), the others end FAILED with the reason.
-pub fn crash_settlement(retry: &RetrySettings, task: &TaskMessage, reason: &str) -> Settlement {
-    let mut outcomes = Vec::with_capacity(task.items.len());
-    let mut retries = Vec::new();
-    for item in &task.items {
-        let attempts = item.attempt.saturating_add(1);
-        let kind = if attempts > retry.max_retries {
-            OutcomeKind::Failed {
-                reason: format!(
-                    "the embedding worker crashed while holding it ({attempts} attempts); last crash: {reason}"
-                ),
-            }
-        } else {
-            retries.push((
-                TaskMessage {
-                    job_id: task.job_id,
-                    items: vec![crate::messages::TaskItem {
-                        id: item.id.clone(),
-                        attempt: attempts,
-                    }],
-                },
-                backoff(retry, attempts - 1),
-            ));
-            OutcomeKind::Retrying {
-                reason: format!("the embedding worker crashed: {reason}"),
-            }
-        };
-        outcomes.push(ItemOutcome {
-            item_id: item.id.clone(),
-            kind,
-            attempts,
-        });
+fn worker_role(index: usize) -> String {
+    format!("worker-{index}")
+}
+
+impl PoolState {
+    fn embedding(&mut self, entry: &str) -> Option<&mut Embedding> {
+        self.tasks.get_mut(entry)?.embedding.as_deref_mut()
     }
-    Settlement {
-        job_id: task.job_id,
-        outcomes,
-        retries,
-        fatal: None,
+
+    fn sends_requests(&self) -> bool {
+        !self.draining && self.args.gate.allows_requests()
+    }
+
+    fn idle_worker(&self) -> Option<usize> {
+        self.workers
+            .iter()
+            .position(|w| w.actor.is_some() && w.busy.is_none())
+    }
+
+    /// Hands a settled task to the status writer; while the writer restarts, the delivery is
+    /// let go (its entry stays pending and is delivered again once the writer is back). While
+    /// draining, a task with nothing to commit is simply let go.
+    fn settle(&mut self, entry: &str) {
+        let Some(task) = self.tasks.remove(entry) else {
+            return;
+        };
+        let Some(embedding) = task.embedding else {
+            return;
+        };
+        let settlement = embedding.progress.settle();
+        if self.draining && settlement.outcomes.is_empty() {
+            return;
+        }
+        self.hand_over(task.delivery, settlement);
+    }
+
+    fn hand_over(&self, delivery: Delivery<TaskMessage>, settlement: Settlement) {
+        let settled = Settled {
+            delivery,
+            settlement,
+        };
+        if let Err(e) = self
+            .args
+            .status_writer
+            .cast(StatusMsg::Settle(Box::new(settled)))
+        {
+            tracing::warn!(error = %e, "the task will be delivered again");
+        }
+    }
+
+    /// Settles the task if every input has its result.
+    fn settle_if_done(&mut self, entry: &str) {
+        let done = self
+            .tasks
+            .get(entry)
+            .and_then(|t| t.embedding.as_ref())
+            .is_some_and(|e| e.progress.is_done());
+        if done {
+            self.settle(entry);
+        }
+    }
+
+    /// Records an input's result (its request ended).
+    fn resolve(&mut self, input: &InputRef, result: InputResult) {
+        if let Some(e) = self.embedding(&input.task) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+            e.progress.resolve(&e.inputs[input.index], result);
+        }
+    }
+
+    /// An input of a finished request goes back to wait (no result yet).
+    fn unsend(&mut self, input: &InputRef) {
+        if let Some(e) = self.embedding(&input.task) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Applies each input's action after its request ended; inputs sent again go back in
+    /// front, as the request was (`Requeue`) or in halves (`Bisect`).
+    fn apply(&mut self, in_flight: InFlight, actions: Vec<InputAction>) {
+        let sends = self.sends_requests();
+        let (mut again, mut halves) = (Vec::new(), Vec::new());
+        for ((input, tokens), action) in in_flight.inputs.iter().zip(actions) {
+            match action {
+                InputAction::Resolve(result) => self.resolve(input, result),
+                InputAction::Requeue | InputAction::Bisect if !sends => {
+                    self.resolve(input, InputResult::Unattempted)
+                }
+                InputAction::Requeue => {
+                    self.unsend(input);
+                    again.push((input.clone(), *tokens));
+                }
+                InputAction::Bisect => {
+                    self.unsend(input);
+                    halves.push((input.clone(), *tokens));
+                }
+            }
+        }
+        if !again.is_empty() {
+            self.pending.requeue(again, in_flight.group);
+        }
+        if !halves.is_empty() {
+            tracing::info!(
+                inputs = halves.len(),
+                "request refused; sending it again in halves to find the input at fault"
+            );
+            self.pending.bisect(halves);
+        }
+        let mut entries: Vec<String> = in_flight.inputs.into_iter().map(|(i, _)| i.task).collect();
+        entries.dedup();
+        for entry in entries {
+            self.settle_if_done(&entry);
+        }
+    }
+
+    /// Every waiting input goes back unattempted (the provider became unusable, or the daemon
+    /// is stopping); tasks with nothing left in flight settle.
+    fn give_back_pending(&mut self) {
+        let waiting = self.pending.take_all();
+        if !waiting.is_empty() {
+            tracing::info!(
+                inputs = waiting.len(),
+                "inputs never sent go back with their attempts unchanged"
+            );
+        }
+        let mut touched = Vec::new();
+        for input in waiting {
+            if let Some(e) = self.embedding(&input.task) {
+                e.progress
+                    .resolve(&e.inputs[input.index], InputResult::Unattempted);
+                touched.push(input.task);
+            }
+        }
+        touched.dedup();
+        for entry in touched {
+            self.settle_if_done(&entry);
+        }
+    }
+
+    fn answer_drain(&mut self) {
+        if self.tasks.is_empty()
+            && let Some(reply) = self.drained.take()
+        {
+            let _ = reply.send(());
+        }
     }
 }
 
 impl EmbeddingPool {
-    fn holds(state: &PoolState, entry_id: &str) -> bool {
-        state.queue.iter().any(|d| d.entry_id == entry_id)
-            || state.assigned.values().any(|d| d.entry_id == entry_id)
+    async fn spawn_worker(
+        myself: &ActorRef<PoolMsg>,
+        state: &mut PoolState,
+        index: usize,
+    ) -> Result<(), ActorProcessingErr> {
+        let mut args = state.args.worker.clone();
+        args.index = index;
+        let name = myself
+            .get_name()
+            .and_then(|n| n.rsplit_once('/').map(|(instance, _)| instance.to_owned()))
+            .map(|instance| format!("{instance}/{}", worker_role(index)));
+        let (worker, _) =
+            Actor::spawn_linked(name.clone(), EmbeddingWorker, args, myself.get_cell()).await?;
+        state.worker_ids.insert(worker.get_id(), index);
+        state.workers[index].actor = Some(worker);
+        state
+            .args
+            .report
+            .running(&worker_role(index), name.as_deref().unwrap_or_default());
+        Ok(())
     }
 
-    fn dispatch(state: &mut PoolState) {
-        while !state.held && state.drained.is_none() && !state.queue.is_empty() {
-            let Some(worker) = state.idle.pop_first() else {
+    /// Reads a task's items off the actor's thread and sends them back as `Loaded`.
+    fn load(myself: &ActorRef<PoolMsg>, state: &PoolState, entry: String, task: &TaskMessage) {
+        let store = state.args.store.clone();
+        let ids: Vec<_> = task.items.iter().map(|i| i.id.clone()).collect();
+        let job = task.job_id;
+        let me = myself.clone();
+        let _name = myself.get_name().unwrap_or_default();
+        tokio::spawn(async move {
+            // Queued work of a cancelled job is dropped (acknowledged, not counted).
+            if let Ok(Some(JobState::Cancelled)) = store.job_state(job).await {
+                let _ = me.cast(PoolMsg::Loaded {
+                    entry,
+                    loaded: None,
+                });
                 return;
-            };
-            let delivery = state.queue.pop_front().expect("not empty");
-            let Some(actor) = ActorRef::<WorkerMsg>::where_is(state.args.workers[worker].clone())
-            else {
-                // Restarting: it is marked idle again when the supervisor reports it.
-                state.queue.push_front(delivery);
-                continue;
-            };
-            let work = WorkerMsg::Work {
-                entry_id: delivery.entry_id.clone(),
-                task: delivery.message.clone(),
-            };
-            if actor.send_message(work).is_err() {
-                state.queue.push_front(delivery);
-                continue;
             }
-            state.assigned.insert(worker, delivery);
-        }
+            let loaded = match crate::fault::fault_store!(&_name, "embedding_worker") {
+                Some(reason) => Err(reason),
+                None => store.load_task_items(&ids).await.map_err(|e| e.to_string()),
+            };
+            let _ = me.cast(PoolMsg::Loaded {
+                entry,
+                loaded: Some(loaded),
+            });
+        });
     }
 
-    /// Hands a settled delivery to the status writer (which commits, then acknowledges).
-    fn settle(state: &mut PoolState, delivery: Delivery<TaskMessage>, settlement: Settlement) {
-        if settlement.fatal.is_some() {
-            state.held = true;
-        }
-        if let Some(reason) = &settlement.fatal
-            && let Some(sup) = ActorRef::<SupervisorMsg>::where_is(state.args.supervisor.clone())
-        {
-            let _ = sup.cast(SupervisorMsg::ProviderFatal(reason.clone()));
-        }
-        match ActorRef::<StatusMsg>::where_is(state.args.status_writer.clone()) {
-            Some(writer) => {
-                let _ = writer.cast(StatusMsg::Settle(Box::new(Settled {
-                    delivery,
-                    settlement,
-                })));
-            }
+    fn loaded(
+        state: &mut PoolState,
+        entry: String,
+        loaded: Option<Result<Vec<LoadedItem>, String>>,
+    ) {
+        let Some(task) = state.tasks.get_mut(&entry) else {
+            return;
+        };
+        let message = task.delivery.message.clone();
+        let rows = match loaded {
             None => {
-                tracing::warn!("the status writer is restarting; the task will be redelivered")
+                let settlement = Settlement {
+                    job_id: message.job_id,
+                    outcomes: Vec::new(),
+                    retries: Vec::new(),
+                };
+                let task = state.tasks.remove(&entry).expect("held");
+                state.hand_over(task.delivery, settlement);
+                return;
             }
+            Some(Err(e)) => {
+                // The database is down: nothing was tried, so no attempt is used; the whole
+                // task comes back after a wait (committed once the database is back).
+                tracing::warn!(error = %e, "could not load the task's items; it comes back later");
+                let task = state.tasks.remove(&entry).expect("held");
+                if !state.draining {
+                    let settlement = settle_unloaded(&message, state.args.policy.outage_wait());
+                    state.hand_over(task.delivery, settlement);
+                }
+                return;
+            }
+            Some(Ok(rows)) => rows,
+        };
+        let args = &state.args;
+        let classified = classify(
+            &message,
+            rows,
+            &args.model,
+            &args.policy,
+            args.embedder.embedder().as_ref(),
+            args.truncate,
+        );
+        let progress = TaskProgress::new(
+            &message,
+            classified.outcomes,
+            classified.inputs.len(),
+            args.policy,
+        );
+        for (index, input) in classified.inputs.iter().enumerate() {
+            let input_ref = InputRef {
+                task: entry.clone(),
+                index,
+            };
+            state
+                .pending
+                .push_back(input_ref, input.tokens, input.alone);
+        }
+        task.embedding = Some(Box::new(Embedding {
+            inputs: classified.inputs,
+            progress,
+            in_flight: 0,
+        }));
+        if !state.sends_requests() {
+            state.give_back_pending();
+        }
+        state.settle_if_done(&entry);
+    }
+
+    /// Asks for a permit when a worker is idle and inputs wait (one ask at a time).
+    fn dispatch(myself: &ActorRef<PoolMsg>, state: &mut PoolState) {
+        if state.permit_asked
+            || !state.sends_requests()
+            || state.pending.is_empty()
+            || state.idle_worker().is_none()
+        {
+            return;
+        }
+        let limits = state.args.embedder.embedder().limits();
+        let tokens = state.pending.next_request_tokens(limits).max(1) as u64;
+        state.permit_asked = true;
+        let embedder = state.args.embedder.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let permit = embedder
+                .acquire(tokens, None)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = me.cast(PoolMsg::Permit(permit));
+        });
+    }
+
+    /// Packs the next request from what waits now and hands it to an idle worker.
+    fn send_request(myself: &ActorRef<PoolMsg>, state: &mut PoolState, mut permit: Permit) {
+        let Some(index) = state.idle_worker().filter(|_| state.sends_requests()) else {
+            return;
+        };
+        let limits = state.args.embedder.embedder().limits();
+        let packed = state.pending.take_request(limits);
+        if packed.inputs.is_empty() {
+            return;
+        }
+        permit.resize(packed.tokens() as u64);
+        let group = packed.group;
+        let mut inputs = Vec::with_capacity(packed.inputs.len());
+        let mut refs = Vec::with_capacity(packed.inputs.len());
+        for (input, tokens) in packed.inputs {
+            let Some(e) = state.embedding(&input.task) else {
+                continue;
+            };
+            let p = &e.inputs[input.index];
+            inputs.push(RequestInput {
+                item_id: p.item.id.clone(),
+                context_id: p.context_id.clone(),
+                content_hash: p.content_hash.clone(),
+                text: p.text.clone(),
+            });
+            e.in_flight += 1;
+            refs.push((input, tokens));
+        }
+        if inputs.is_empty() {
+            return;
+        }
+        state.next_request += 1;
+        let request = EmbedRequest {
+            id: state.next_request,
+            inputs,
+        };
+        let id = request.id;
+        let worker = state.workers[index]
+            .actor
+            .clone()
+            .expect("idle means alive");
+        let (reply, answer) = ractor::concurrency::oneshot();
+        let sent = worker.cast(WorkerMsg::Embed {
+            request,
+            permit,
+            reply: reply.into(),
+        });
+        if sent.is_err() {
+            // The worker is going down; its supervision event follows. Nothing was sent.
+            state.workers[index].actor = None;
+            let actions = vec![InputAction::Requeue; refs.len()];
+            let unsent = InFlight {
+                request: id,
+                inputs: refs,
+                group,
+            };
+            state.apply(unsent, actions);
+            return;
+        }
+        state.workers[index].busy = Some(InFlight {
+            request: id,
+            inputs: refs,
+            group,
+        });
+        let me = myself.clone();
+        tokio::spawn(async move {
+            // No answer means the worker crashed: its supervision event settles the request.
+            if let Ok(outcome) = answer.await {
+                let _ = me.cast(PoolMsg::Answered {
+                    worker: index,
+                    request: id,
+                    outcome,
+                });
+            }
+        });
+    }
+
+    fn answered(state: &mut PoolState, worker: usize, request: u64, outcome: RequestOutcome) {
+        let slot = &mut state.workers[worker];
+        if slot.busy.as_ref().is_none_or(|b| b.request != request) {
+            return;
+        }
+        let in_flight = slot.busy.take().expect("checked");
+        let (actions, fatal) = actions_for(outcome, in_flight.inputs.len());
+        if let Some(reason) = &fatal
+            && state.args.gate.close_for_provider(reason)
+        {
+            tracing::error!(%reason, "the provider is unusable; intake pauses until an operator resumes it");
+        }
+        state.apply(in_flight, actions);
+        if fatal.is_some() {
+            state.give_back_pending();
         }
     }
 
-    fn answer_drain(state: &mut PoolState) {
-        if state.assigned.is_empty()
-            && let Some(reply) = state.drained.take()
-        {
-            let _ = reply.send(());
-            // Stay drained: nothing more is handed out.
-            state.held = true;
+    /// A worker died: the request it held is settled as a crash, and it restarts after its
+    /// backoff — unless the budget is spent, and then the pool fails.
+    fn worker_down(
+        myself: &ActorRef<PoolMsg>,
+        state: &mut PoolState,
+        cell: &ActorCell,
+        reason: String,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(index) = state.worker_ids.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        let role = worker_role(index);
+        state.workers[index].actor = None;
+        if let Some(in_flight) = state.workers[index].busy.take() {
+            tracing::warn!(worker = index, inputs = in_flight.inputs.len(), %reason, "worker crashed mid-request; its items go on alone with attempts raised");
+            let crashed = InputResult::Crashed {
+                reason: reason.clone(),
+            };
+            let actions = vec![InputAction::Resolve(crashed); in_flight.inputs.len()];
+            state.apply(in_flight, actions);
+        }
+        if state.draining {
+            state.args.report.stopped(&role);
+            return Ok(());
+        }
+        tracing::error!(actor = %role, %reason, "actor failed; restarting it alone");
+        state.args.report.failed(&role, reason.clone());
+        metrics::counter!("embedq_actor_restarts_total", "actor" => "embedding_worker")
+            .increment(1);
+        state.args.events.publish(
+            "actor_restarted",
+            serde_json::json!({"actor": role, "reason": reason}),
+        );
+        match state.restarts.next(Instant::now()) {
+            Some(wait) => {
+                myself.send_after(wait, move || PoolMsg::RestartWorker(index));
+                Ok(())
+            }
+            None => Err(format!("embedding workers: {}", state.restarts.spent()).into()),
         }
     }
 }
@@ -179,93 +568,139 @@ impl EmbeddingPool {
 impl Actor for EmbeddingPool {
     type Msg = PoolMsg;
     type State = PoolState;
-    type Arguments = PoolStart;
+    type Arguments = PoolArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
-        start: PoolStart,
+        myself: ActorRef<Self::Msg>,
+        args: PoolArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let idle = (0..start.args.workers.len()).collect();
-        Ok(PoolState {
-            args: start.args,
-            retry: start.retry,
-            queue: VecDeque::new(),
-            assigned: HashMap::new(),
-            idle,
-            held: false,
+        let mut gate = args.gate.subscribe();
+        let me = myself.clone();
+        let gate_watch = tokio::spawn(async move {
+            while gate.changed().await.is_ok() {
+                if me.cast(PoolMsg::GateChanged).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut state = PoolState {
+            restarts: RestartBudget::new(&args.supervision),
+            workers: (0..args.workers).map(|_| WorkerSlot::default()).collect(),
+            args,
+            tasks: HashMap::new(),
+            pending: PendingInputs::default(),
+            worker_ids: HashMap::new(),
+            permit_asked: false,
+            next_request: 0,
+            draining: false,
             drained: None,
-        })
+            gate_watch: Some(gate_watch),
+        };
+        for index in 0..state.workers.len() {
+            Self::spawn_worker(&myself, &mut state, index).await?;
+        }
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(watch) = state.gate_watch.take() {
+            watch.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        crate::fault::fault_point!(_myself);
+        crate::fault::fault_point!(myself);
         match message {
             PoolMsg::Deliver(delivery) => {
-                if !Self::holds(state, &delivery.entry_id) {
-                    state.queue.push_back(delivery);
-                }
-            }
-            PoolMsg::Finished {
-                worker,
-                entry_id,
-                settlement,
-            } => {
-                let held = state.assigned.remove(&worker);
-                state.idle.insert(worker);
-                match held {
-                    Some(delivery) if delivery.entry_id == entry_id => {
-                        Self::settle(state, delivery, settlement);
-                    }
-                    other => {
-                        // A report about a task this worker no longer holds here (this pool
-                        // restarted while the worker worked). Keep what the worker holds now;
-                        // if the finished entry came back and waits in the queue, it is done:
-                        // settle it instead of embedding it again.
-                        if let Some(other) = other {
-                            state.idle.remove(&worker);
-                            state.assigned.insert(worker, other);
-                        }
-                        if let Some(i) = state.queue.iter().position(|d| d.entry_id == entry_id) {
-                            let delivery = state.queue.remove(i).expect("position is valid");
-                            Self::settle(state, delivery, settlement);
-                        }
-                    }
-                }
-            }
-            PoolMsg::WorkerCrashed { worker, reason } => {
-                state.idle.remove(&worker);
-                if let Some(delivery) = state.assigned.remove(&worker) {
-                    tracing::warn!(worker, entry = %delivery.entry_id, items = delivery.message.items.len(), %reason, "worker crashed on a task; its items go on alone with attempts raised");
-                    let settlement = crash_settlement(&state.retry, &delivery.message, &reason);
-                    Self::settle(state, delivery, settlement);
-                }
-            }
-            PoolMsg::WorkerRestarted(worker) => {
-                if !state.assigned.contains_key(&worker) {
-                    state.idle.insert(worker);
-                }
-            }
-            PoolMsg::Hold(held) => state.held = held,
-            PoolMsg::Drain(reply) => {
-                let dropped = state.queue.len();
-                state.queue.clear();
-                if dropped > 0 {
-                    tracing::info!(
-                        dropped,
-                        "shutting down: queued tasks left pending for the next consumer"
+                let entry = delivery.entry_id.clone();
+                if !state.draining && !state.tasks.contains_key(&entry) {
+                    Self::load(&myself, state, entry.clone(), &delivery.message);
+                    state.tasks.insert(
+                        entry,
+                        HeldTask {
+                            delivery,
+                            embedding: None,
+                        },
                     );
                 }
+            }
+            PoolMsg::Loaded { entry, loaded } => Self::loaded(state, entry, loaded),
+            PoolMsg::Permit(Ok(permit)) => {
+                state.permit_asked = false;
+                Self::send_request(&myself, state, permit);
+            }
+            PoolMsg::Permit(Err(reason)) => {
+                state.permit_asked = false;
+                tracing::warn!(%reason, "no permit; asking again shortly");
+                myself.send_after(Duration::from_millis(200), || PoolMsg::Dispatch);
+            }
+            PoolMsg::Answered {
+                worker,
+                request,
+                outcome,
+            } => Self::answered(state, worker, request, outcome),
+            PoolMsg::RestartWorker(index) => {
+                if !state.draining && state.workers[index].actor.is_none() {
+                    Self::spawn_worker(&myself, state, index).await?;
+                    tracing::info!(actor = %worker_role(index), "actor restarted");
+                }
+            }
+            PoolMsg::GateChanged => {
+                if state.args.gate.provider_unusable().is_some() {
+                    state.give_back_pending();
+                }
+            }
+            PoolMsg::Dispatch => {}
+            PoolMsg::Drain(reply) => {
+                state.draining = true;
                 state.drained = Some(reply);
+                state.give_back_pending();
+                let loading: Vec<String> = state
+                    .tasks
+                    .iter()
+                    .filter(|(_, t)| t.embedding.is_none())
+                    .map(|(e, _)| e.clone())
+                    .collect();
+                // Tasks still loading are let go: nothing of theirs was tried.
+                for entry in loading {
+                    state.tasks.remove(&entry);
+                }
             }
         }
-        Self::answer_drain(state);
-        Self::dispatch(state);
+        state.answer_drain();
+        Self::dispatch(&myself, state);
         Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let result = match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                Self::worker_down(&myself, state, &cell, err.to_string())
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                let reason = reason.unwrap_or_else(|| "stopped unexpectedly".into());
+                Self::worker_down(&myself, state, &cell, reason)
+            }
+            _ => Ok(()),
+        };
+        state.answer_drain();
+        Self::dispatch(&myself, state);
+        result
     }
 }

@@ -1,5 +1,5 @@
 //! Intake: reads one stream through a consumer group and hands each entry to the actor
-//! downstream, only as fast as that actor has room.
+//! downstream, only as fast as that actor has room, and only while the pipeline gate is open.
 //!
 //! Room is a semaphore of credits shared with the downstream: every delivery holds one credit
 //! until it is dropped, so the number of entries in memory never exceeds the credits, whatever
@@ -13,8 +13,11 @@
 //! consumer reclaims work in progress however long it takes; and an entry held is never
 //! delivered a second time.
 
+use super::address::Address;
+use crate::gate::PipelineGate;
 use crate::messages::StreamMessage;
 use crate::queue::{Delivery, RawEntry, StreamAcker, StreamConsumer};
+use crate::retry::Backoff;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use redis::aio::ConnectionManager;
 use serde::Serialize;
@@ -22,6 +25,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 /// What the intake last saw, for readiness.
@@ -30,7 +34,7 @@ pub struct IntakeHealth {
     inner: Mutex<IntakeHealthState>,
 }
 
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, utoipa::ToSchema)]
 pub struct IntakeHealthState {
     pub paused: bool,
     pub last_ok_ms: Option<i64>,
@@ -56,15 +60,14 @@ pub enum IntakeMsg {
     /// The downstream restarted and lost what it held: deliver this consumer's pending entries
     /// again.
     Redeliver,
-    Pause,
-    Resume,
+    /// The pipeline gate opened or closed (self-sent by its watcher).
+    GateChanged,
     /// Renew the claims on the entries held downstream (self-sent on a timer).
     KeepAlive,
 }
 
 /// Everything an intake needs; cloned again for each restart.
-#[derive(Clone)]
-pub struct IntakeArgs {
+pub struct IntakeArgs<D> {
     pub conn: ConnectionManager,
     pub acker: StreamAcker,
     pub stream: String,
@@ -76,19 +79,38 @@ pub struct IntakeArgs {
     pub credits: Arc<Semaphore>,
     /// Most entries read per call.
     pub max_batch: usize,
-    /// Registered name of the actor that receives deliveries.
-    pub downstream: String,
+    /// The actor that receives deliveries.
+    pub downstream: Address<D>,
     pub health: Arc<IntakeHealth>,
+    pub gate: PipelineGate,
 }
 
-pub struct IntakeState {
-    args: IntakeArgs,
+impl<D> Clone for IntakeArgs<D> {
+    fn clone(&self) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            acker: self.acker.clone(),
+            stream: self.stream.clone(),
+            group: self.group.clone(),
+            consumer: self.consumer.clone(),
+            block: self.block,
+            visibility_timeout: self.visibility_timeout,
+            credits: self.credits.clone(),
+            max_batch: self.max_batch,
+            downstream: self.downstream.clone(),
+            health: self.health.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+pub struct IntakeState<D> {
+    args: IntakeArgs<D>,
     consumer: StreamConsumer,
     poll_scheduled: bool,
-    paused: bool,
     next_reclaim: Instant,
-    backoff: Duration,
-    keep_alive: Option<tokio::task::JoinHandle<()>>,
+    errors: Backoff,
+    timers: Vec<JoinHandle<()>>,
 }
 
 /// The intake actor for messages `M`, delivering `D: From<Delivery<M>>` downstream.
@@ -100,8 +122,10 @@ impl<M, D> Default for Intake<M, D> {
     }
 }
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Waits between failed reads: from 100 ms, doubling, up to 2 s.
+fn read_errors() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
+}
 /// Own pending entries read per page when redelivering.
 const REDELIVER_PAGE: usize = 256;
 
@@ -121,15 +145,15 @@ where
     M: StreamMessage,
     D: From<Delivery<M>> + ractor::Message,
 {
-    fn schedule_poll(myself: &ActorRef<IntakeMsg>, state: &mut IntakeState) {
-        if !state.poll_scheduled && !state.paused {
+    fn schedule_poll(myself: &ActorRef<IntakeMsg>, state: &mut IntakeState<D>) {
+        if !state.poll_scheduled && state.args.gate.is_open() {
             state.poll_scheduled = true;
             let _ = myself.cast(IntakeMsg::Poll);
         }
     }
 
     /// Takes up to `max_batch` credits, waiting at most the block time for the first.
-    async fn take_credits(args: &IntakeArgs) -> Vec<OwnedSemaphorePermit> {
+    async fn take_credits(args: &IntakeArgs<D>) -> Vec<OwnedSemaphorePermit> {
         let first = tokio::time::timeout(args.block, args.credits.clone().acquire_owned()).await;
         let Ok(Ok(first)) = first else {
             return Vec::new();
@@ -146,7 +170,7 @@ where
 
     /// One read: reclaimed entries first, when a reclaim is due, then new ones.
     async fn read(
-        state: &mut IntakeState,
+        state: &mut IntakeState<D>,
         room: usize,
     ) -> Result<(Vec<RawEntry>, usize), crate::queue::QueueError> {
         let mut entries = Vec::new();
@@ -166,7 +190,7 @@ where
     /// Decodes and hands on each entry with one credit; dead-letters what does not decode.
     /// Entries already held downstream are left to their holder.
     async fn dispatch(
-        state: &mut IntakeState,
+        state: &mut IntakeState<D>,
         entries: Vec<RawEntry>,
         mut permits: Vec<OwnedSemaphorePermit>,
     ) {
@@ -184,7 +208,11 @@ where
                         _credit: permits.pop(),
                         _held: Some(held),
                     };
-                    deliver::<D>(&state.args.downstream, D::from(delivery));
+                    // A delivery that finds no downstream is dropped: its entry stays pending
+                    // and comes back by `Redeliver` (after the restart) or by reclaim.
+                    if let Err(e) = state.args.downstream.cast(D::from(delivery)) {
+                        tracing::warn!(stream = %state.args.stream, error = %e, "the entry stays pending");
+                    }
                     state.args.health.update(|h| h.delivered += 1);
                 }
                 Err(malformed) => {
@@ -207,34 +235,19 @@ where
     }
 }
 
-/// Sends to the downstream by name, so a restarted downstream is found again. A delivery that
-/// finds no downstream is dropped: its entry stays pending and comes back by `Redeliver` or
-/// by reclaim.
-fn deliver<D: ractor::Message>(downstream: &str, message: D) {
-    match ractor::registry::where_is(downstream) {
-        Some(cell) => {
-            let actor: ActorRef<D> = cell.into();
-            if actor.send_message(message).is_err() {
-                tracing::warn!(%downstream, "downstream is stopping; the entry stays pending");
-            }
-        }
-        None => tracing::warn!(%downstream, "downstream not running; the entry stays pending"),
-    }
-}
-
 impl<M, D> Actor for Intake<M, D>
 where
     M: StreamMessage,
     D: From<Delivery<M>> + ractor::Message,
 {
     type Msg = IntakeMsg;
-    type State = IntakeState;
-    type Arguments = IntakeArgs;
+    type State = IntakeState<D>;
+    type Arguments = IntakeArgs<D>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        args: IntakeArgs,
+        args: IntakeArgs<D>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let consumer = StreamConsumer::new(
             args.conn.clone(),
@@ -244,18 +257,27 @@ where
             args.block,
             args.visibility_timeout,
         );
-        let paused = args.health.snapshot().paused;
         let keep_alive = myself.send_interval(keep_alive_period(args.visibility_timeout), || {
             IntakeMsg::KeepAlive
         });
+        let mut gate = args.gate.subscribe();
+        let me = myself.clone();
+        let gate_watch = tokio::spawn(async move {
+            while gate.changed().await.is_ok() {
+                if me.cast(IntakeMsg::GateChanged).is_err() {
+                    return;
+                }
+            }
+        });
+        let paused = !args.gate.is_open();
+        args.health.update(|h| h.paused = paused);
         let mut state = IntakeState {
             args,
             consumer,
             poll_scheduled: false,
-            paused,
             next_reclaim: Instant::now(),
-            backoff: MIN_BACKOFF,
-            keep_alive: Some(keep_alive),
+            errors: read_errors(),
+            timers: vec![keep_alive, gate_watch],
         };
         // Entries this consumer read before a crash of this actor (or, under a configured
         // name, before a restart of the daemon) and that nobody holds: deliver them again now
@@ -270,8 +292,8 @@ where
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(handle) = state.keep_alive.take() {
-            handle.abort();
+        for timer in state.timers.drain(..) {
+            timer.abort();
         }
         Ok(())
     }
@@ -286,7 +308,7 @@ where
         match message {
             IntakeMsg::Poll => {
                 state.poll_scheduled = false;
-                if state.paused {
+                if !state.args.gate.is_open() {
                     return Ok(());
                 }
                 let permits = Self::take_credits(&state.args).await;
@@ -297,7 +319,7 @@ where
                 let span = tracing::debug_span!("intake.read", stream = %state.args.stream, room = permits.len());
                 match Self::read(state, permits.len()).instrument(span).await {
                     Ok((entries, reclaimed)) => {
-                        state.backoff = MIN_BACKOFF;
+                        state.errors.reset();
                         state.args.health.update(|h| {
                             h.last_ok_ms = Some(crate::domain::now_millis());
                             h.last_error = None;
@@ -311,10 +333,10 @@ where
                     Err(e) => {
                         drop(permits);
                         let reason = e.to_string();
-                        tracing::warn!(stream = %state.args.stream, error = %reason, retry_in = ?state.backoff, "intake read failed");
+                        let wait = state.errors.next_wait();
+                        tracing::warn!(stream = %state.args.stream, error = %reason, retry_in = ?wait, "intake read failed");
                         state.args.health.update(|h| h.last_error = Some(reason));
-                        tokio::time::sleep(state.backoff).await;
-                        state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                        tokio::time::sleep(wait).await;
                     }
                 }
                 Self::schedule_poll(&myself, state);
@@ -376,13 +398,9 @@ where
                     }
                 }
             }
-            IntakeMsg::Pause => {
-                state.paused = true;
-                state.args.health.update(|h| h.paused = true);
-            }
-            IntakeMsg::Resume => {
-                state.paused = false;
-                state.args.health.update(|h| h.paused = false);
+            IntakeMsg::GateChanged => {
+                let open = state.args.gate.is_open();
+                state.args.health.update(|h| h.paused = !open);
                 Self::schedule_poll(&myself, state);
             }
         }

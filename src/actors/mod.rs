@@ -1,26 +1,35 @@
 //! The supervised pipeline. One actor per file, each with its messages, state and arguments
-//! side by side; which actor restarts how is decided in one place, [`supervisor`].
+//! side by side; each parent supervises its own children and reaches them, and they each
+//! other, through typed addresses (`address::Address`).
 //!
 //! ```text
 //! Supervisor ─┬─ JobIntake  (jobs stream) ──► Planner ──► tasks stream
-//!             ├─ TaskIntake (tasks stream) ──► EmbeddingPool ──► EmbeddingWorker × N
-//!             │        workers ──► RateLimiter (permits) ──► provider ──► VectorWriter
+//!             ├─ TaskIntake (tasks stream) ──► EmbeddingPool ─┬─ EmbeddingWorker × N
+//!             │        pool ──► RateLimiter (permits) ; workers ──► provider ──► VectorWriter
 //!             │        pool ──► StatusWriter (SQL, then XACK) ; retries ──► RetryScheduler
-//!             └─ …each restarted alone by the supervisor
+//!             └─ …each restarted alone by its parent
 //! ```
 
-pub mod embedding_pool;
-pub mod embedding_worker;
-pub mod intake;
-pub mod planner;
-pub mod rate_limiter;
-pub mod retry_scheduler;
-pub mod status_writer;
-pub mod supervision_report;
-pub mod supervisor;
-pub mod vector_writer;
+mod address;
+mod embedding_pool;
+mod embedding_worker;
+mod intake;
+mod planner;
+mod rate_limiter;
+mod restarts;
+mod retry_scheduler;
+mod status_writer;
+mod supervision_report;
+mod supervisor;
+mod vector_writer;
 
-pub use intake::{Intake, IntakeArgs, IntakeHealth, IntakeMsg};
-pub use planner::{Planner, PlannerArgs, PlannerMsg};
-pub use supervision_report::{ActorReport, SupervisionReport};
-pub use supervisor::{PipelineContext, Supervisor, SupervisorArgs, SupervisorMsg};
+pub(crate) use embedding_pool::PoolArgs;
+pub(crate) use embedding_worker::WorkerArgs;
+pub(crate) use intake::{IntakeArgs, IntakeHealth};
+pub(crate) use planner::PlannerArgs;
+pub(crate) use rate_limiter::{RateLimitedEmbedder, RateLimiterArgs};
+pub(crate) use status_writer::StatusWriterArgs;
+pub(crate) use supervision_report::SupervisionReport;
+pub(crate) use supervisor::{
+    Addresses, Children, EmbeddingChildren, Supervisor, SupervisorArgs, SupervisorMsg,
+};

@@ -10,6 +10,7 @@ use crate::config::PlannerSettings;
 use crate::domain::{JobId, JobScope};
 use crate::messages::{JobMessage, TaskItem, TaskMessage};
 use crate::queue::{Delivery, PagePlanned, PlanProgress, PlanScripts, QueueError};
+use crate::retry::Backoff;
 use crate::store::{Store, StoreError};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::VecDeque;
@@ -55,7 +56,8 @@ pub struct PlannerState {
     queue: VecDeque<Delivery<JobMessage>>,
     current: Option<Planning>,
     step_scheduled: bool,
-    backoff: Duration,
+    /// While steps fail (the database or Redis is down).
+    failures: Backoff,
     keep_alive: Option<JoinHandle<()>>,
 }
 
@@ -91,8 +93,11 @@ pub enum PlanError {
     Injected(String),
 }
 
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Waits between failed steps: from 100 ms, doubling, up to 5 s.
+fn step_failures() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
+}
+
 const THROTTLE_WAIT: Duration = Duration::from_millis(200);
 
 pub struct Planner;
@@ -119,7 +124,8 @@ impl Planner {
     }
 }
 
-/// One step of planning. Public so tests can drive the planner without the actor runtime.
+/// One step of planning; the actor only schedules the next one. Tested below without the
+/// actor runtime.
 #[tracing::instrument(name = "planner.step", skip_all, fields(job))]
 async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
     let args = &state.args;
@@ -231,6 +237,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                         },
                     })
                     .collect(),
+                isolated: false,
             };
             task.payload()
         })
@@ -290,7 +297,7 @@ impl Actor for Planner {
             queue: VecDeque::new(),
             current: None,
             step_scheduled: false,
-            backoff: MIN_BACKOFF,
+            failures: step_failures(),
             keep_alive: Some(keep_alive),
         })
     }
@@ -333,13 +340,12 @@ impl Actor for Planner {
                     }
                     Ok(outcome) => {
                         tracing::debug!(?outcome, "planner step");
-                        state.backoff = MIN_BACKOFF;
+                        state.failures.reset();
                         Self::schedule_step(&myself, state, Duration::ZERO);
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?state.backoff, "planning step failed");
-                        let wait = state.backoff;
-                        state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                        let wait = state.failures.next_wait();
+                        tracing::warn!(error = %e, retry_in = ?wait, "planning step failed");
                         Self::schedule_step(&myself, state, wait);
                     }
                 }
@@ -380,5 +386,302 @@ impl Actor for Planner {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The step driven alone, against a real SQLite file and the real Redis (127.0.0.1:6379,
+    //! or `EMBEDQ_TEST_REDIS`), under a key prefix of its own.
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::domain::{ContextId, ItemContent, ItemId};
+    use crate::queue::{Keys, PLANNER_GROUP, StreamAcker};
+    use crate::store::{NewItem, NewJob};
+
+    struct Bench {
+        state: PlannerState,
+        keys: Keys,
+        redis: redis::aio::ConnectionManager,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn bench(page_size: usize, task_size: usize, max_queued_tasks: u64) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::defaults();
+        settings.database.url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&settings.database).await.unwrap();
+        store.migrate().await.unwrap();
+        let url =
+            std::env::var("EMBEDQ_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let redis = redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap())
+            .await
+            .expect("Redis must be running for the planner's tests");
+        let keys = Keys::new(format!("embedq-unit-{}", uuid::Uuid::new_v4().simple()));
+        let state = PlannerState {
+            args: PlannerArgs {
+                store,
+                scripts: PlanScripts::new(redis.clone(), keys.clone()),
+                settings: crate::config::PlannerSettings {
+                    page_size,
+                    task_size,
+                    max_queued_tasks,
+                },
+                model: "m".into(),
+                visibility_timeout: Duration::from_secs(30),
+            },
+            queue: VecDeque::new(),
+            current: None,
+            step_scheduled: false,
+            failures: step_failures(),
+            keep_alive: None,
+        };
+        Bench {
+            state,
+            keys,
+            redis,
+            _dir: dir,
+        }
+    }
+
+    impl Bench {
+        fn store(&self) -> &Store {
+            &self.state.args.store
+        }
+
+        async fn seed(&self, context: &str, n: usize) {
+            let items: Vec<NewItem> = (0..n)
+                .map(|i| NewItem {
+                    id: ItemId::parse(format!("{context}-{i:04}")).unwrap(),
+                    content: ItemContent::parse(format!("text {i}"), 1_000).unwrap(),
+                })
+                .collect();
+            let context = ContextId::parse(context).unwrap();
+            self.store().upsert_items(&context, &items).await.unwrap();
+        }
+
+        async fn job(&self, context: &str) -> JobId {
+            let scope = JobScope::Context {
+                context_id: ContextId::parse(context).unwrap(),
+            };
+            let new = NewJob {
+                id: JobId::new(),
+                kind: "embed",
+                scope,
+                model: "m".into(),
+                idempotency_key: None,
+            };
+            self.store().create_job(new).await.unwrap().job.id
+        }
+
+        /// Hands the planner a delivery of `message`, as the job intake would.
+        fn deliver(&mut self, message: JobMessage) {
+            let acker = StreamAcker::new(
+                self.redis.clone(),
+                self.keys.jobs_stream(),
+                PLANNER_GROUP.into(),
+                "unit".into(),
+                self.keys.dead_letters(),
+            );
+            self.state.queue.push_back(Delivery {
+                entry_id: format!("{}-0", self.state.queue.len() + 1),
+                message,
+                acker,
+                _credit: None,
+                _held: None,
+            });
+        }
+
+        async fn tasks(&self) -> Vec<TaskMessage> {
+            let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg(self.keys.tasks_stream())
+                .arg("-")
+                .arg("+")
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap();
+            reply
+                .ids
+                .iter()
+                .map(|e| {
+                    let Some(redis::Value::BulkString(raw)) = e.map.get("task") else {
+                        panic!("task entry without payload")
+                    };
+                    serde_json::from_slice(raw).unwrap()
+                })
+                .collect()
+        }
+
+        async fn clean(self) {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.keys.prefix()))
+                .query_async(&mut self.redis.clone())
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async(&mut self.redis.clone())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn plans_a_job_page_by_page_then_finishes() {
+        let mut b = bench(10, 4, 1_000).await;
+        assert_eq!(step(&mut b.state).await.unwrap(), StepOutcome::Idle);
+        b.seed("ctx", 25).await;
+        b.seed("other", 3).await;
+        let job = b.job("ctx").await;
+        b.deliver(JobMessage::recorded(job));
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Started { job, planned: 0 }
+        );
+        for items in [10, 10, 5] {
+            assert_eq!(
+                step(&mut b.state).await.unwrap(),
+                StepOutcome::Page {
+                    job,
+                    items,
+                    stale: false
+                }
+            );
+        }
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Finished { job, total: 25 }
+        );
+        let record = b.store().get_job(job).await.unwrap().unwrap();
+        assert_eq!(record.total, 25);
+        assert!(record.planned_at.is_some());
+        assert_eq!(record.state, crate::domain::JobState::Running);
+        let tasks = b.tasks().await;
+        // 3 pages of 10, 10 and 5 items in tasks of at most 4: 3 + 3 + 2.
+        assert_eq!(tasks.len(), 8);
+        let ids: Vec<String> = tasks
+            .iter()
+            .flat_map(|t| t.items.iter().map(|i| i.id.to_string()))
+            .collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!((ids.len(), unique.len()), (25, 25), "each item once");
+        assert!(ids.iter().all(|i| i.starts_with("ctx-")));
+        assert_eq!(step(&mut b.state).await.unwrap(), StepOutcome::Idle);
+        b.clean().await;
+    }
+
+    #[tokio::test]
+    async fn skips_what_needs_no_planning_and_waits_while_the_stream_is_full() {
+        let mut b = bench(10, 4, 2).await;
+        b.deliver(JobMessage::recorded(JobId::new()));
+        assert!(matches!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Skipped {
+                reason: "unknown job",
+                ..
+            }
+        ));
+        b.seed("ctx", 30).await;
+        let job = b.job("ctx").await;
+        b.deliver(JobMessage::recorded(job));
+        assert!(matches!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Started { .. }
+        ));
+        // The first page writes 3 tasks, past the high-water mark of 2: planning waits.
+        assert!(matches!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Page { items: 10, .. }
+        ));
+        assert_eq!(step(&mut b.state).await.unwrap(), StepOutcome::Throttled);
+        assert_eq!(b.tasks().await.len(), 3);
+        // A cancelled job stops planning where it is.
+        b.store().cancel_job(job).await.unwrap();
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Skipped {
+                job,
+                reason: "job cancelled"
+            }
+        );
+        let record = b.store().get_job(job).await.unwrap().unwrap();
+        assert_eq!(record.total, 10, "what was planned is the total");
+        // A job already planned is acknowledged, not planned again.
+        b.deliver(JobMessage::recorded(job));
+        assert!(matches!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Skipped {
+                reason: "job already final",
+                ..
+            }
+        ));
+        b.clean().await;
+    }
+
+    #[tokio::test]
+    async fn resumes_from_the_recorded_cursor_and_yields_to_a_faster_planner() {
+        let mut b = bench(10, 10, 1_000).await;
+        b.seed("ctx", 30).await;
+        let job = b.job("ctx").await;
+        // An earlier planner wrote the first page, then died.
+        b.store().mark_job_running(job).await.unwrap();
+        b.store()
+            .record_planning(job, "ctx-0009", 10)
+            .await
+            .unwrap();
+        b.deliver(JobMessage::recorded(job));
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Started { job, planned: 10 }
+        );
+        // Another planner (a stalled lease) writes the next page first.
+        let scripts = b.state.args.scripts.clone();
+        let theirs = TaskMessage {
+            job_id: job,
+            items: (10..20)
+                .map(|i| TaskItem {
+                    id: ItemId::parse(format!("ctx-{i:04}")).unwrap(),
+                    attempt: 0,
+                })
+                .collect(),
+            isolated: false,
+        };
+        let written = scripts
+            .write_page(job, Some("ctx-0009"), "ctx-0019", 20, &[theirs.payload()])
+            .await
+            .unwrap();
+        assert_eq!(written, PagePlanned::Written);
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Page {
+                job,
+                items: 0,
+                stale: true
+            }
+        );
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Page {
+                job,
+                items: 10,
+                stale: false
+            }
+        );
+        let planned: Vec<String> = b
+            .tasks()
+            .await
+            .iter()
+            .flat_map(|t| t.items.iter().map(|i| i.id.to_string()))
+            .collect();
+        let expected: Vec<String> = (10..30).map(|i| format!("ctx-{i:04}")).collect();
+        assert_eq!(planned, expected, "theirs, then ours after their cursor");
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Finished { job, total: 30 }
+        );
+        b.clean().await;
     }
 }

@@ -1,37 +1,27 @@
-//! Rate limiter: hands out permits to call the provider. A permit needs room in two places:
-//! the global budget in Redis (requests and tokens per minute, shared by all daemons; see
-//! [`crate::queue::RateBudget`]) and this daemon's concurrency limit, which adapts like
-//! Vector's adaptive request concurrency: +1 per window of successes, halved on a 429, a 5xx or
-//! a time-out. A 429 also holds every worker of every daemon for the provider's `Retry-After`.
-//! A provider that cannot be reached at all (connections refused) opens a circuit: every worker
-//! of every daemon is held for a wait that doubles while it stays unreachable, so an outage
-//! costs a probe request now and then instead of a request per waiting task.
-//! Waiters are served in arrival order.
+//! Rate limiter: hands out permits to call the provider, and takes each call's outcome back.
+//!
+//! A permit needs room in two places: the global budget in Redis (requests and tokens per
+//! minute, shared by all daemons; see [`crate::queue::RateBudget`]) and this daemon's adaptive
+//! concurrency limit ([`ConcurrencyController`]). A 429 holds every caller of every daemon for
+//! the provider's `Retry-After`; an unreachable provider opens the [`OutageCircuit`], which
+//! holds everyone for a doubling wait. Waiters are served in arrival order.
+//!
+//! The protocol — permit, call, release with the outcome — has one home: [`Permit::call`].
+//! Both the embedding workers and `POST /v1/contexts/{id}/search` go through a
+//! [`RateLimitedEmbedder`], so a search obeys the same budget and opens the same circuit.
 
-use crate::providers::RateLimitHints;
+use super::address::{Address, Unreachable};
+use crate::limiter::{
+    CallOutcome, CircuitChange, ConcurrencyController, LimiterStatus, OutageCircuit,
+};
+use crate::providers::{Embedded, Embedder, ProviderError};
 use crate::queue::RateBudget;
+use crate::retry::Backoff;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Serialize;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a call that held a permit ended with.
-#[derive(Debug, Clone)]
-pub enum CallOutcome {
-    Success(RateLimitHints),
-    /// A 429: hold everyone for `retry_after` (or a default second).
-    RateLimited {
-        retry_after: Option<Duration>,
-        hints: RateLimitHints,
-    },
-    /// A 5xx, a time-out or a reset: the provider is struggling; back off concurrency.
-    Overloaded,
-    /// No connection could be made: hold everyone, longer each time in a row.
-    Unreachable,
-    /// Anything else (invalid input, fatal, or a dropped permit): no signal about load.
-    Neutral,
-}
+use tracing::Instrument;
 
 pub enum RateLimiterMsg {
     Acquire {
@@ -39,20 +29,55 @@ pub enum RateLimiterMsg {
         reply: RpcReplyPort<Permit>,
     },
     Release(CallOutcome),
+    /// A permit's request turned out to carry this many more tokens (fewer, when negative).
+    Charge(i64),
+    /// The wait the budget asked for is over (self-sent).
     Tick,
 }
 
-/// The right to make one call. Release it with the call's outcome; dropping it releases it
-/// as [`CallOutcome::Neutral`].
+/// The right to make one call. [`Permit::call`] makes it and releases the permit with the
+/// call's outcome; dropping an unused permit releases it as [`CallOutcome::Unused`].
 pub struct Permit {
     limiter: ActorRef<RateLimiterMsg>,
+    tokens: u64,
     released: bool,
 }
 
 impl Permit {
-    pub fn release(mut self, outcome: CallOutcome) {
+    /// The tokens of the request, once known (it was packed after the permit came): the
+    /// budget is charged the difference.
+    pub fn resize(&mut self, tokens: u64) {
+        if tokens != self.tokens {
+            let delta = tokens as i64 - self.tokens as i64;
+            let _ = self.limiter.cast(RateLimiterMsg::Charge(delta));
+            self.tokens = tokens;
+        }
+    }
+
+    /// Embeds `inputs` under this permit: one provider request, counted in the metrics, and the
+    /// permit released with what the answer says about load.
+    pub async fn call(
+        mut self,
+        embedder: &dyn Embedder,
+        inputs: &[String],
+    ) -> Result<Embedded, ProviderError> {
+        let span = tracing::debug_span!(
+            "provider.embed",
+            inputs = inputs.len(),
+            tokens = self.tokens
+        );
+        let started = Instant::now();
+        let result = embedder.embed(inputs).instrument(span).await;
+        let outcome = CallOutcome::of(&result);
+        metrics::counter!("embedq_api_requests_total", "outcome" => outcome.label()).increment(1);
+        metrics::histogram!("embedq_api_request_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            metrics::counter!("embedq_tokens_total").increment(self.tokens);
+        }
         self.released = true;
         let _ = self.limiter.cast(RateLimiterMsg::Release(outcome));
+        result
     }
 }
 
@@ -61,21 +86,52 @@ impl Drop for Permit {
         if !self.released {
             let _ = self
                 .limiter
-                .cast(RateLimiterMsg::Release(CallOutcome::Neutral));
+                .cast(RateLimiterMsg::Release(CallOutcome::Unused));
         }
     }
 }
 
-/// Live figures, for readiness and metrics.
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct RateLimiterStatus {
-    pub concurrency_limit: f64,
-    pub in_flight: usize,
-    pub waiting: usize,
-    pub rate_limited: u64,
-    pub last_wait_ms: u64,
-    /// Since when the provider cannot be reached (ms since the epoch), while it cannot.
-    pub provider_unreachable_since_ms: Option<i64>,
+/// Why no permit came.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NoPermit {
+    #[error(transparent)]
+    Limiter(#[from] Unreachable),
+}
+
+/// An embedder whose every call goes through the rate limiter.
+#[derive(Clone)]
+pub struct RateLimitedEmbedder {
+    embedder: Arc<dyn Embedder>,
+    limiter: Address<RateLimiterMsg>,
+}
+
+impl RateLimitedEmbedder {
+    pub fn new(embedder: Arc<dyn Embedder>, limiter: Address<RateLimiterMsg>) -> Self {
+        Self { embedder, limiter }
+    }
+
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// Waits for a permit for one request of `tokens` (at most `wait`, when given).
+    pub async fn acquire(&self, tokens: u64, wait: Option<Duration>) -> Result<Permit, NoPermit> {
+        Ok(self
+            .limiter
+            .call(|reply| RateLimiterMsg::Acquire { tokens, reply }, wait)
+            .await?)
+    }
+
+    /// One request: a permit, then the call under it.
+    pub async fn embed(
+        &self,
+        inputs: &[String],
+        wait: Option<Duration>,
+    ) -> Result<Result<Embedded, ProviderError>, NoPermit> {
+        let tokens: usize = inputs.iter().map(|i| self.embedder.count_tokens(i)).sum();
+        let permit = self.acquire(tokens.max(1) as u64, wait).await?;
+        Ok(permit.call(self.embedder.as_ref(), inputs).await)
+    }
 }
 
 #[derive(Clone)]
@@ -83,29 +139,24 @@ pub struct RateLimiterArgs {
     pub budget: RateBudget,
     pub min_concurrency: usize,
     pub max_concurrency: usize,
-    pub status: Arc<Mutex<RateLimiterStatus>>,
+    pub status: LimiterStatus,
 }
 
 pub struct RateLimiterState {
     args: RateLimiterArgs,
-    limit: f64,
+    concurrency: ConcurrencyController,
+    circuit: OutageCircuit,
     in_flight: usize,
     waiters: VecDeque<(u64, RpcReplyPort<Permit>)>,
     tick_scheduled: bool,
-    last_decrease: Option<Instant>,
-    /// Unreachable outcomes in a row (the circuit's hold doubles with each).
-    unreachable_streak: u32,
+    /// While the budget in Redis cannot be read.
+    budget_errors: Backoff,
 }
 
 pub struct RateLimiter;
 
 /// A 429 without `Retry-After` holds everyone this long.
 const DEFAULT_HOLD: Duration = Duration::from_secs(1);
-/// Concurrency is halved at most this often.
-const DECREASE_COOLDOWN: Duration = Duration::from_secs(1);
-/// The first hold when the provider is unreachable; it doubles up to [`MAX_UNREACHABLE_HOLD`].
-const UNREACHABLE_HOLD: Duration = Duration::from_millis(200);
-const MAX_UNREACHABLE_HOLD: Duration = Duration::from_secs(2);
 
 impl RateLimiter {
     async fn pump(myself: &ActorRef<RateLimiterMsg>, state: &mut RateLimiterState) {
@@ -114,7 +165,7 @@ impl RateLimiter {
                 state.waiters.pop_front();
                 continue;
             }
-            if state.in_flight >= state.limit.floor().max(1.0) as usize {
+            if state.in_flight >= state.concurrency.capacity() {
                 break;
             }
             let taken = match crate::fault::fault_store!(myself) {
@@ -128,24 +179,29 @@ impl RateLimiter {
             };
             match taken {
                 Ok(None) => {
-                    let (_, reply) = state.waiters.pop_front().expect("front exists");
+                    state.budget_errors.reset();
+                    let (tokens, reply) = state.waiters.pop_front().expect("front exists");
                     state.in_flight += 1;
                     let permit = Permit {
                         limiter: myself.clone(),
+                        tokens,
                         released: false,
                     };
                     // A failed send drops the permit, which releases it.
                     let _ = reply.send(permit);
                 }
                 Ok(Some(wait)) => {
-                    state.args.status.lock().expect("status").last_wait_ms =
-                        wait.as_millis() as u64;
+                    state
+                        .args
+                        .status
+                        .update(|s| s.last_wait_ms = wait.as_millis() as u64);
                     Self::schedule_tick(myself, state, wait);
                     break;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "rate budget unavailable; waiting");
-                    Self::schedule_tick(myself, state, Duration::from_millis(250));
+                    let wait = state.budget_errors.next_wait();
+                    tracing::warn!(error = %e, retry_in = ?wait, "rate budget unavailable; waiting");
+                    Self::schedule_tick(myself, state, wait);
                     break;
                 }
             }
@@ -165,32 +221,36 @@ impl RateLimiter {
     }
 
     fn publish(state: &RateLimiterState) {
-        let mut s = state.args.status.lock().expect("status");
-        s.concurrency_limit = state.limit;
-        s.in_flight = state.in_flight;
-        s.waiting = state.waiters.len();
+        let limit = state.concurrency.limit();
+        let (in_flight, waiting) = (state.in_flight, state.waiters.len());
+        state.args.status.update(|s| {
+            s.concurrency_limit = limit;
+            s.in_flight = in_flight;
+            s.waiting = waiting;
+        });
     }
 
-    fn decrease(state: &mut RateLimiterState) {
-        let now = Instant::now();
-        if state
-            .last_decrease
-            .is_none_or(|t| now.duration_since(t) >= DECREASE_COOLDOWN)
+    /// Shares what the call said with every daemon: a hold after a 429 or while unreachable,
+    /// and the provider's remaining budget (which lowers the shared buckets, never raises them).
+    async fn share(state: &mut RateLimiterState, outcome: &CallOutcome, change: CircuitChange) {
+        let budget = &state.args.budget;
+        let hold = match (outcome, change) {
+            (CallOutcome::RateLimited { retry_after, .. }, _) => {
+                state.args.status.update(|s| s.rate_limited += 1);
+                Some(retry_after.unwrap_or(DEFAULT_HOLD))
+            }
+            (_, CircuitChange::Opened(hold) | CircuitChange::Held(hold)) => Some(hold),
+            _ => None,
+        };
+        if let Some(hold) = hold
+            && let Err(e) = budget.hold(hold).await
         {
-            state.limit = (state.limit / 2.0).max(state.args.min_concurrency as f64);
-            state.last_decrease = Some(now);
+            tracing::warn!(error = %e, "could not share a hold with the other daemons");
         }
-    }
-
-    /// Lowers the shared buckets to what the provider says is left. When nothing is left, the
-    /// buckets at zero make every taker wait one refill interval; a hold until the provider's
-    /// reset would be far longer than needed (its reset is the time to a full window), and a
-    /// real overrun comes back as a 429 with its own wait.
-    async fn apply_hints(state: &RateLimiterState, hints: &RateLimitHints) {
-        if hints.remaining_requests.is_some() || hints.remaining_tokens.is_some() {
-            let _ = state
-                .args
-                .budget
+        if let CallOutcome::Success(hints) | CallOutcome::RateLimited { hints, .. } = outcome
+            && (hints.remaining_requests.is_some() || hints.remaining_tokens.is_some())
+        {
+            let _ = budget
                 .correct(hints.remaining_requests, hints.remaining_tokens)
                 .await;
         }
@@ -207,15 +267,14 @@ impl Actor for RateLimiter {
         _myself: ActorRef<Self::Msg>,
         args: RateLimiterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let limit = args.min_concurrency.max(1) as f64;
         Ok(RateLimiterState {
+            concurrency: ConcurrencyController::new(args.min_concurrency, args.max_concurrency),
+            circuit: OutageCircuit::default(),
             args,
-            limit,
             in_flight: 0,
             waiters: VecDeque::new(),
             tick_scheduled: false,
-            last_decrease: None,
-            unreachable_streak: 0,
+            budget_errors: Backoff::new(Duration::from_millis(250), Duration::from_secs(2)),
         })
     }
 
@@ -235,60 +294,39 @@ impl Actor for RateLimiter {
             }
             RateLimiterMsg::Release(outcome) => {
                 state.in_flight = state.in_flight.saturating_sub(1);
-                if !matches!(outcome, CallOutcome::Unreachable | CallOutcome::Neutral)
-                    && state.unreachable_streak > 0
-                {
-                    state.unreachable_streak = 0;
-                    state
-                        .args
-                        .status
-                        .lock()
-                        .expect("status")
-                        .provider_unreachable_since_ms = None;
-                    tracing::info!("the provider can be reached again");
+                let now = Instant::now();
+                state.concurrency.observe(&outcome, now);
+                let change = state.circuit.observe(&outcome, now);
+                match change {
+                    CircuitChange::Opened(_) => {
+                        tracing::warn!(
+                            "the provider cannot be reached; holding every worker until it can"
+                        );
+                        let since = crate::domain::now_millis();
+                        state
+                            .args
+                            .status
+                            .update(|s| s.provider_unreachable_since_ms = Some(since));
+                    }
+                    CircuitChange::Closed => {
+                        tracing::info!("the provider can be reached again");
+                        state
+                            .args
+                            .status
+                            .update(|s| s.provider_unreachable_since_ms = None);
+                    }
+                    CircuitChange::Held(_) | CircuitChange::None => {}
                 }
-                match &outcome {
-                    CallOutcome::Success(hints) => {
-                        let max = state.args.max_concurrency as f64;
-                        state.limit = (state.limit + 1.0 / state.limit.max(1.0)).min(max);
-                        Self::apply_hints(state, hints).await;
-                    }
-                    CallOutcome::RateLimited { retry_after, hints } => {
-                        Self::decrease(state);
-                        state.args.status.lock().expect("status").rate_limited += 1;
-                        let wait = retry_after.unwrap_or(DEFAULT_HOLD);
-                        if let Err(e) = state.args.budget.hold(wait).await {
-                            tracing::warn!(error = %e, "could not share a 429 hold");
-                        }
-                        Self::apply_hints(state, hints).await;
-                    }
-                    CallOutcome::Overloaded => Self::decrease(state),
-                    CallOutcome::Unreachable => {
-                        Self::decrease(state);
-                        let wait = UNREACHABLE_HOLD
-                            .saturating_mul(1 << state.unreachable_streak.min(8))
-                            .min(MAX_UNREACHABLE_HOLD);
-                        state.unreachable_streak = state.unreachable_streak.saturating_add(1);
-                        {
-                            let mut status = state.args.status.lock().expect("status");
-                            if status.provider_unreachable_since_ms.is_none() {
-                                status.provider_unreachable_since_ms =
-                                    Some(crate::domain::now_millis());
-                                tracing::warn!(
-                                    "the provider cannot be reached; holding every worker until it can"
-                                );
-                            }
-                        }
-                        if let Err(e) = state.args.budget.hold(wait).await {
-                            tracing::warn!(error = %e, "could not share the hold");
-                        }
-                    }
-                    CallOutcome::Neutral => {}
-                }
-                if !state.tick_scheduled {
-                    Self::pump(&myself, state).await;
-                } else {
+                Self::share(state, &outcome, change).await;
+                if state.tick_scheduled {
                     Self::publish(state);
+                } else {
+                    Self::pump(&myself, state).await;
+                }
+            }
+            RateLimiterMsg::Charge(delta) => {
+                if let Err(e) = state.args.budget.charge(delta).await {
+                    tracing::warn!(error = %e, delta, "could not charge the rate budget");
                 }
             }
             RateLimiterMsg::Tick => {

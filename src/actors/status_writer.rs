@@ -7,8 +7,10 @@
 //! failed (Redis down) is kept and finished later, without committing it again, so each item
 //! that ends FAILED gets exactly one dead letter.
 
+use crate::domain::{ItemId, JobId};
 use crate::messages::{OutcomeKind, Settlement, TaskMessage};
 use crate::queue::{DeadItem, Delivery, RetrySet};
+use crate::retry::Backoff;
 use crate::store::{CommitReport, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
@@ -48,7 +50,8 @@ pub struct StatusWriterState {
     batch: Batch,
     committed: Option<Committed>,
     flush_scheduled: bool,
-    backoff: Duration,
+    /// While flushes fail (the database or Redis is down).
+    failures: Backoff,
 }
 
 pub struct StatusWriter;
@@ -67,7 +70,7 @@ impl StatusWriter {
 /// Commits a batch in one transaction and records what it counted.
 #[tracing::instrument(name = "status.commit", skip_all, fields(tasks = batch.len()))]
 async fn commit(args: &StatusWriterArgs, batch: &Batch) -> Result<CommitReport, String> {
-    let refs: Vec<(crate::domain::JobId, &[crate::messages::ItemOutcome])> = batch
+    let refs: Vec<(JobId, &[crate::messages::ItemOutcome])> = batch
         .iter()
         .map(|(_, s)| (s.job_id, s.outcomes.as_slice()))
         .collect();
@@ -77,10 +80,10 @@ async fn commit(args: &StatusWriterArgs, batch: &Batch) -> Result<CommitReport, 
         .await
         .map_err(|e| format!("committing outcomes: {e}"))?;
     let mut outcomes = [0u64; 3];
-    for (completed, failed, skipped) in report.counted.values() {
-        outcomes[0] += *completed as u64;
-        outcomes[1] += *failed as u64;
-        outcomes[2] += *skipped as u64;
+    for counts in report.counted.values() {
+        outcomes[0] += counts.completed as u64;
+        outcomes[1] += counts.failed as u64;
+        outcomes[2] += counts.skipped as u64;
     }
     for (label, n) in ["completed", "failed", "skipped"].iter().zip(outcomes) {
         if n > 0 {
@@ -97,8 +100,7 @@ async fn commit(args: &StatusWriterArgs, batch: &Batch) -> Result<CommitReport, 
     }
     for job in &report.finished {
         tracing::info!(%job, "job finished");
-        if let Ok(id) = crate::domain::JobId::parse(job)
-            && let Ok(Some(record)) = args.store.get_job(id).await
+        if let Ok(Some(record)) = args.store.get_job(*job).await
             && let Some(finished) = record.finished_at
         {
             let seconds = (finished - record.created_at).max(0) as f64 / 1000.0;
@@ -112,17 +114,16 @@ async fn commit(args: &StatusWriterArgs, batch: &Batch) -> Result<CommitReport, 
 /// The dead letters of a committed batch: one per FAILED outcome the commit counted (a failure
 /// reported twice, by two copies of a task, is counted once and dead-lettered once).
 fn dead_letters(batch: &Batch, report: &CommitReport) -> Vec<DeadItem> {
-    let mut counted: HashSet<(String, String)> = report.newly_failed.iter().cloned().collect();
+    let mut counted: HashSet<(JobId, ItemId)> = report.newly_failed.iter().cloned().collect();
     let mut dead = Vec::new();
     for (_, s) in batch {
-        let job = s.job_id.to_string();
         for o in &s.outcomes {
             if let OutcomeKind::Failed { reason } = &o.kind
-                && counted.remove(&(job.clone(), o.item_id.as_str().to_owned()))
+                && counted.remove(&(s.job_id, o.item_id.clone()))
             {
                 dead.push(DeadItem {
-                    job_id: job.clone(),
-                    item_id: o.item_id.as_str().to_owned(),
+                    job_id: s.job_id,
+                    item_id: o.item_id.clone(),
                     attempts: o.attempts,
                     reason: reason.clone(),
                 });
@@ -196,7 +197,7 @@ impl Actor for StatusWriter {
         args: StatusWriterArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(StatusWriterState {
-            backoff: args.flush_every,
+            failures: Backoff::new(args.flush_every, MAX_BACKOFF),
             args,
             batch: Vec::new(),
             committed: None,
@@ -231,7 +232,7 @@ impl Actor for StatusWriter {
                     settlement,
                 } = *settled;
                 state.batch.push((delivery, settlement));
-                let healthy = state.committed.is_none() && state.backoff == state.args.flush_every;
+                let healthy = state.committed.is_none() && state.failures.failures() == 0;
                 if state.batch.len() >= state.args.max_batch && healthy {
                     let _ = myself.cast(StatusMsg::Flush);
                 } else {
@@ -249,11 +250,10 @@ impl Actor for StatusWriter {
                     None => flush(state).await,
                 };
                 match flushed {
-                    Ok(()) => state.backoff = state.args.flush_every,
+                    Ok(()) => state.failures.reset(),
                     Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?state.backoff, "status flush failed; keeping the batch");
-                        let wait = state.backoff;
-                        state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                        let wait = state.failures.next_wait();
+                        tracing::warn!(error = %e, retry_in = ?wait, "status flush failed; keeping the batch");
                         Self::schedule(&myself, state, wait);
                     }
                 }

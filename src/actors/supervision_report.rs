@@ -1,11 +1,12 @@
-//! What the supervisor knows about its children, shared with the HTTP surface: each actor's
-//! state and restart count, whether intake is paused and why, and whether supervision gave up.
+//! What the parents know about their children, shared with the HTTP surface: each actor's
+//! state and restart count, and whether supervision gave up. (Whether intake is paused, and
+//! why, is the pipeline gate's to say.)
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ActorReport {
     pub name: String,
     pub state: &'static str,
@@ -17,7 +18,6 @@ pub struct ActorReport {
 pub struct SupervisionReport {
     actors: Mutex<BTreeMap<String, ActorReport>>,
     escalated: Mutex<Option<String>>,
-    paused: Mutex<Option<String>>,
 }
 
 impl SupervisionReport {
@@ -58,15 +58,6 @@ impl SupervisionReport {
         self.escalated.lock().expect("report lock").clone()
     }
 
-    /// Records that intake is paused, and why (an operator, or a fatal provider error).
-    pub fn set_paused(&self, reason: Option<String>) {
-        *self.paused.lock().expect("report lock") = reason;
-    }
-
-    pub fn paused(&self) -> Option<String> {
-        self.paused.lock().expect("report lock").clone()
-    }
-
     pub fn actors(&self) -> Vec<(String, ActorReport)> {
         self.actors
             .lock()
@@ -74,14 +65,5 @@ impl SupervisionReport {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
-    }
-
-    pub fn restarts(&self, role: &str) -> u64 {
-        self.actors
-            .lock()
-            .expect("report lock")
-            .get(role)
-            .map(|a| a.restarts)
-            .unwrap_or(0)
     }
 }

@@ -1,37 +1,43 @@
 //! Supervisor: owns the pipeline's actors and decides, in this one place, what happens when
-//! one fails. A failed child is restarted alone, after a backoff that doubles with each recent
-//! restart, and whoever depended on its in-flight work is told: a restarted planner gets the
-//! job intake's pending entries again; a restarted pool or status writer gets the tasks
-//! intake's; a restarted worker's task goes back to the pool with its attempts raised. More
-//! than `max_restarts` within `restart_window` escalates: the daemon stops with an error so its
-//! orchestrator restarts it, instead of looping.
+//! one of them fails. A failed child is restarted alone, after the backoff of its
+//! [`RestartBudget`], its [`Address`] emptied meanwhile, and whoever depended on its in-flight
+//! work is told: a restarted planner gets the job intake's pending entries again; a restarted
+//! pool or status writer gets the tasks intake's. (The embedding workers are the pool's
+//! children: it restarts them itself.) A spent budget escalates: the daemon stops with an
+//! error so its orchestrator restarts it, instead of looping.
+//!
+//! It also runs the graceful shutdown, stage by stage within one [`ShutdownPlan`].
 
-use super::embedding_pool::{EmbeddingPool, PoolArgs, PoolMsg, PoolStart};
-use super::embedding_worker::{EmbeddingWorker, WorkerArgs};
+use super::address::Address;
+use super::embedding_pool::{EmbeddingPool, PoolArgs, PoolMsg};
 use super::intake::{Intake, IntakeArgs, IntakeMsg};
 use super::planner::{Planner, PlannerArgs, PlannerMsg};
-use super::rate_limiter::{RateLimiter, RateLimiterArgs};
-use super::retry_scheduler::RetryScheduler;
-use super::status_writer::{StatusWriter, StatusWriterArgs};
+use super::rate_limiter::{RateLimiter, RateLimiterArgs, RateLimiterMsg};
+use super::restarts::RestartBudget;
+use super::retry_scheduler::{RetryScheduler, RetrySchedulerMsg};
+use super::status_writer::{StatusMsg, StatusWriter, StatusWriterArgs};
 use super::supervision_report::SupervisionReport;
-use super::vector_writer::VectorWriter;
+use super::vector_writer::{VectorWriter, VectorWriterMsg};
 use crate::config::SupervisionSettings;
+use crate::events::EventBus;
+use crate::gate::PipelineGate;
 use crate::messages::{JobMessage, TaskMessage};
-use crate::queue::RetrySet;
-use crate::shutdown::Shutdown;
+use crate::queue::{RetrySet, StreamAcker};
+use crate::shutdown::{Shutdown, ShutdownPlan};
 use crate::vectors::VectorStore;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
-use std::collections::{HashMap, VecDeque};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// The children, by role.
+/// The supervisor's children, by role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChildRole {
     VectorWriter,
     RateLimiter,
     StatusWriter,
-    Worker(usize),
     Pool,
     RetryScheduler,
     Planner,
@@ -40,118 +46,141 @@ pub enum ChildRole {
 }
 
 impl ChildRole {
-    pub fn name(self) -> String {
+    /// The role's name: in the actor tree, in metrics, in fault rules, and (after the daemon's
+    /// instance) as the actor's registered name.
+    pub fn name(self) -> &'static str {
         match self {
-            Self::VectorWriter => "vector_writer".into(),
-            Self::RateLimiter => "rate_limiter".into(),
-            Self::StatusWriter => "status_writer".into(),
-            Self::Worker(i) => format!("worker-{i}"),
-            Self::Pool => "embedding_pool".into(),
-            Self::RetryScheduler => "retry_scheduler".into(),
-            Self::Planner => "planner".into(),
-            Self::TaskIntake => "task_intake".into(),
-            Self::JobIntake => "job_intake".into(),
+            Self::VectorWriter => "vector_writer",
+            Self::RateLimiter => "rate_limiter",
+            Self::StatusWriter => "status_writer",
+            Self::Pool => "embedding_pool",
+            Self::RetryScheduler => "retry_scheduler",
+            Self::Planner => "planner",
+            Self::TaskIntake => "task_intake",
+            Self::JobIntake => "job_intake",
         }
     }
 }
 
-/// What the children are built from.
+/// Where each actor of the pipeline can be reached; the supervisor keeps them current.
 #[derive(Clone)]
-pub struct PipelineContext {
-    /// Makes actor names unique per daemon instance (tests run several in one process).
+pub struct Addresses {
+    pub job_intake: Address<IntakeMsg>,
+    pub task_intake: Address<IntakeMsg>,
+    pub planner: Address<PlannerMsg>,
+    pub pool: Address<PoolMsg>,
+    pub rate_limiter: Address<RateLimiterMsg>,
+    pub vector_writer: Address<VectorWriterMsg>,
+    pub status_writer: Address<StatusMsg>,
+    pub retry_scheduler: Address<RetrySchedulerMsg>,
+}
+
+impl Default for Addresses {
+    fn default() -> Self {
+        Self {
+            job_intake: Address::new("job intake"),
+            task_intake: Address::new("tasks intake"),
+            planner: Address::new("planner"),
+            pool: Address::new("embedding pool"),
+            rate_limiter: Address::new("rate limiter"),
+            vector_writer: Address::new("vector writer"),
+            status_writer: Address::new("status writer"),
+            retry_scheduler: Address::new("retry scheduler"),
+        }
+    }
+}
+
+impl Addresses {
+    fn clear(&self, role: ChildRole) {
+        match role {
+            ChildRole::VectorWriter => self.vector_writer.clear(),
+            ChildRole::RateLimiter => self.rate_limiter.clear(),
+            ChildRole::StatusWriter => self.status_writer.clear(),
+            ChildRole::Pool => self.pool.clear(),
+            ChildRole::RetryScheduler => self.retry_scheduler.clear(),
+            ChildRole::Planner => self.planner.clear(),
+            ChildRole::TaskIntake => self.task_intake.clear(),
+            ChildRole::JobIntake => self.job_intake.clear(),
+        }
+    }
+}
+
+/// What the children are built from (cloned again for each restart).
+#[derive(Clone)]
+pub struct Children {
+    /// Prefixes the actors' registered names (tests run several daemons in one process).
     pub instance: String,
-    pub job_intake: IntakeArgs,
-    pub task_intake: IntakeArgs,
+    pub job_intake: IntakeArgs<PlannerMsg>,
     pub planner: PlannerArgs,
-    pub pool: PoolArgs,
-    pub worker: WorkerArgs,
-    pub workers: usize,
-    /// Whether this daemon runs the embedding side of the pipeline.
-    pub embed: bool,
+    pub vectors: Arc<dyn VectorStore>,
     pub rate_limiter: RateLimiterArgs,
+    /// The embedding side; `None` on a planner-only daemon (`pipeline.embed = false`).
+    pub embedding: Option<EmbeddingChildren>,
+}
+
+#[derive(Clone)]
+pub struct EmbeddingChildren {
+    pub task_intake: IntakeArgs<PoolMsg>,
+    pub pool: PoolArgs,
     pub status_writer: StatusWriterArgs,
     pub retries: RetrySet,
-    pub vectors: Arc<dyn VectorStore>,
 }
 
-impl PipelineContext {
-    fn halted(&self) -> &std::sync::atomic::AtomicBool {
-        &self.worker.ctx.halted
-    }
-}
-
-impl PipelineContext {
-    pub fn actor_name(&self, role: ChildRole) -> String {
-        actor_name(&self.instance, role)
-    }
-
-    /// Start order: downstream before upstream. Without `embed`, only what planning and
-    /// search need.
+impl Children {
+    /// Start order: downstream before upstream.
     fn roles(&self) -> Vec<ChildRole> {
         let mut roles = vec![ChildRole::VectorWriter, ChildRole::RateLimiter];
-        if self.embed {
-            roles.push(ChildRole::StatusWriter);
-            roles.extend((0..self.workers).map(ChildRole::Worker));
-            roles.extend([ChildRole::Pool, ChildRole::RetryScheduler]);
+        if self.embedding.is_some() {
+            roles.extend([
+                ChildRole::StatusWriter,
+                ChildRole::Pool,
+                ChildRole::RetryScheduler,
+            ]);
         }
         roles.push(ChildRole::Planner);
-        if self.embed {
+        if self.embedding.is_some() {
             roles.push(ChildRole::TaskIntake);
         }
         roles.push(ChildRole::JobIntake);
         roles
     }
-}
 
-/// The kind of an actor, for metric labels (workers share one label).
-fn actor_kind(role: ChildRole) -> &'static str {
-    match role {
-        ChildRole::VectorWriter => "vector_writer",
-        ChildRole::RateLimiter => "rate_limiter",
-        ChildRole::StatusWriter => "status_writer",
-        ChildRole::Worker(_) => "embedding_worker",
-        ChildRole::Pool => "embedding_pool",
-        ChildRole::RetryScheduler => "retry_scheduler",
-        ChildRole::Planner => "planner",
-        ChildRole::TaskIntake => "task_intake",
-        ChildRole::JobIntake => "job_intake",
+    /// The stream ackers whose unfinished entries are released at shutdown.
+    fn ackers(&self) -> Vec<&StreamAcker> {
+        let mut ackers = vec![&self.job_intake.acker];
+        if let Some(e) = &self.embedding {
+            ackers.push(&e.task_intake.acker);
+        }
+        ackers
     }
 }
 
-/// The registered name of an actor of a daemon instance.
-pub fn actor_name(instance: &str, role: ChildRole) -> String {
-    format!("{instance}/{}", role.name())
-}
-
 pub struct SupervisorArgs {
-    pub pipeline: PipelineContext,
+    pub children: Children,
+    pub addresses: Addresses,
     pub policy: SupervisionSettings,
     pub report: Arc<SupervisionReport>,
     pub shutdown: Shutdown,
-    pub events: crate::events::EventBus,
+    pub events: EventBus,
+    pub gate: PipelineGate,
 }
 
 pub enum SupervisorMsg {
+    /// Start a failed child again once its backoff has passed (self-sent).
     Restart(ChildRole),
-    /// An operator paused intake.
-    PauseIntake,
-    /// An operator resumed intake (also clears a fatal provider pause).
-    ResumeIntake,
-    /// The provider is unusable (bad key, no quota): pause intake and say why.
-    ProviderFatal(String),
+    /// Stop the pipeline gracefully within the plan; answers when done.
+    Shutdown(ShutdownPlan, RpcReplyPort<()>),
 }
 
 pub struct SupervisorState {
     args: SupervisorArgs,
-    children: HashMap<ractor::ActorId, ChildRole>,
+    children: HashMap<ActorId, ChildRole>,
     cells: HashMap<ChildRole, ActorCell>,
-    recent_restarts: VecDeque<Instant>,
+    restarts: RestartBudget,
+    stopping: bool,
 }
 
 pub struct Supervisor;
-
-/// How long a shutdown waits for the tasks being embedded to finish.
-const SHUTDOWN_DRAIN_DEADLINE: Duration = Duration::from_secs(8);
 
 impl Supervisor {
     async fn spawn_child(
@@ -159,107 +188,73 @@ impl Supervisor {
         state: &mut SupervisorState,
         role: ChildRole,
     ) -> Result<(), ActorProcessingErr> {
-        let p = &state.args.pipeline;
-        let name = p.actor_name(role);
+        let c = &state.args.children;
+        let a = &state.args.addresses;
+        let name = Some(format!("{}/{}", c.instance, role.name()));
         let me = myself.get_cell();
+        let embedding = || {
+            c.embedding
+                .as_ref()
+                .ok_or_else(|| ActorProcessingErr::from("no embedding side on this daemon"))
+        };
         let cell = match role {
             ChildRole::VectorWriter => {
-                Actor::spawn_linked(Some(name.clone()), VectorWriter, p.vectors.clone(), me)
-                    .await?
-                    .0
-                    .get_cell()
+                let (actor, _) =
+                    Actor::spawn_linked(name, VectorWriter, c.vectors.clone(), me).await?;
+                a.vector_writer.set(actor.clone());
+                actor.get_cell()
             }
             ChildRole::RateLimiter => {
-                Actor::spawn_linked(Some(name.clone()), RateLimiter, p.rate_limiter.clone(), me)
-                    .await?
-                    .0
-                    .get_cell()
+                let (actor, _) =
+                    Actor::spawn_linked(name, RateLimiter, c.rate_limiter.clone(), me).await?;
+                a.rate_limiter.set(actor.clone());
+                actor.get_cell()
             }
-            ChildRole::StatusWriter => Actor::spawn_linked(
-                Some(name.clone()),
-                StatusWriter,
-                p.status_writer.clone(),
-                me,
-            )
-            .await?
-            .0
-            .get_cell(),
-            ChildRole::Worker(index) => {
-                let mut args = p.worker.clone();
-                args.index = index;
-                Actor::spawn_linked(Some(name.clone()), EmbeddingWorker, args, me)
-                    .await?
-                    .0
-                    .get_cell()
+            ChildRole::StatusWriter => {
+                let args = embedding()?.status_writer.clone();
+                let (actor, _) = Actor::spawn_linked(name, StatusWriter, args, me).await?;
+                a.status_writer.set(actor.clone());
+                actor.get_cell()
             }
             ChildRole::Pool => {
-                let start = PoolStart {
-                    args: p.pool.clone(),
-                    retry: p.worker.ctx.retry.clone(),
-                };
-                Actor::spawn_linked(Some(name.clone()), EmbeddingPool, start, me)
-                    .await?
-                    .0
-                    .get_cell()
+                let args = embedding()?.pool.clone();
+                let (actor, _) = Actor::spawn_linked(name, EmbeddingPool, args, me).await?;
+                a.pool.set(actor.clone());
+                actor.get_cell()
             }
             ChildRole::RetryScheduler => {
-                Actor::spawn_linked(Some(name.clone()), RetryScheduler, p.retries.clone(), me)
-                    .await?
-                    .0
-                    .get_cell()
+                let args = embedding()?.retries.clone();
+                let (actor, _) = Actor::spawn_linked(name, RetryScheduler, args, me).await?;
+                a.retry_scheduler.set(actor.clone());
+                actor.get_cell()
             }
             ChildRole::Planner => {
-                Actor::spawn_linked(Some(name.clone()), Planner, p.planner.clone(), me)
-                    .await?
-                    .0
-                    .get_cell()
+                let (actor, _) = Actor::spawn_linked(name, Planner, c.planner.clone(), me).await?;
+                a.planner.set(actor.clone());
+                actor.get_cell()
             }
-            ChildRole::TaskIntake => Actor::spawn_linked(
-                Some(name.clone()),
-                Intake::<TaskMessage, PoolMsg>::default(),
-                p.task_intake.clone(),
-                me,
-            )
-            .await?
-            .0
-            .get_cell(),
-            ChildRole::JobIntake => Actor::spawn_linked(
-                Some(name.clone()),
-                Intake::<JobMessage, PlannerMsg>::default(),
-                p.job_intake.clone(),
-                me,
-            )
-            .await?
-            .0
-            .get_cell(),
+            ChildRole::TaskIntake => {
+                let args = embedding()?.task_intake.clone();
+                let intake = Intake::<TaskMessage, PoolMsg>::default();
+                let (actor, _) = Actor::spawn_linked(name, intake, args, me).await?;
+                a.task_intake.set(actor.clone());
+                actor.get_cell()
+            }
+            ChildRole::JobIntake => {
+                let intake = Intake::<JobMessage, PlannerMsg>::default();
+                let (actor, _) =
+                    Actor::spawn_linked(name, intake, c.job_intake.clone(), me).await?;
+                a.job_intake.set(actor.clone());
+                actor.get_cell()
+            }
         };
         state.children.insert(cell.get_id(), role);
+        state
+            .args
+            .report
+            .running(role.name(), &cell.get_name().unwrap_or_default());
         state.cells.insert(role, cell);
-        state.args.report.running(&role.name(), &name);
         Ok(())
-    }
-
-    /// Backoff for the next restart, or `None` when the restart budget is spent.
-    fn next_backoff(state: &mut SupervisorState) -> Option<Duration> {
-        let policy = &state.args.policy;
-        let window = Duration::from_millis(policy.restart_window_ms);
-        let now = Instant::now();
-        while state
-            .recent_restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            state.recent_restarts.pop_front();
-        }
-        if state.recent_restarts.len() as u32 >= policy.max_restarts {
-            return None;
-        }
-        let exponent = state.recent_restarts.len().min(16) as u32;
-        state.recent_restarts.push_back(now);
-        let backoff = policy.restart_backoff_ms.saturating_mul(1 << exponent);
-        Some(Duration::from_millis(
-            backoff.min(policy.max_restart_backoff_ms),
-        ))
     }
 
     fn schedule_restart(
@@ -268,16 +263,15 @@ impl Supervisor {
         role: ChildRole,
         reason: String,
     ) {
-        state.args.report.failed(&role.name(), reason.clone());
-        match Self::next_backoff(state) {
+        state.args.report.failed(role.name(), reason.clone());
+        match state.restarts.next(Instant::now()) {
             Some(backoff) => {
                 myself.send_after(backoff, move || SupervisorMsg::Restart(role));
             }
             None => {
                 let why = format!(
-                    "more than {} restarts within {} ms (last: {} failed: {reason})",
-                    state.args.policy.max_restarts,
-                    state.args.policy.restart_window_ms,
+                    "{} (last: {} failed: {reason})",
+                    state.restarts.spent(),
                     role.name()
                 );
                 tracing::error!(%why, "supervision gives up; stopping the daemon");
@@ -297,22 +291,13 @@ impl Supervisor {
             return;
         };
         state.cells.remove(&role);
-        if state.args.shutdown.is_triggered() {
-            state.args.report.stopped(&role.name());
+        state.args.addresses.clear(role);
+        if state.stopping || state.args.shutdown.is_triggered() {
+            state.args.report.stopped(role.name());
             return;
         }
-        tracing::error!(actor = %role.name(), %reason, "actor failed; restarting it alone");
-        if let ChildRole::Worker(worker) = role
-            && let Some(pool) = state.cells.get(&ChildRole::Pool)
-        {
-            // Settle what it held now, with attempts raised; it gets work again once restarted.
-            let pool: ActorRef<PoolMsg> = pool.clone().into();
-            let _ = pool.cast(PoolMsg::WorkerCrashed {
-                worker,
-                reason: reason.clone(),
-            });
-        }
-        metrics::counter!("embedq_actor_restarts_total", "actor" => actor_kind(role)).increment(1);
+        tracing::error!(actor = role.name(), %reason, "actor failed; restarting it alone");
+        metrics::counter!("embedq_actor_restarts_total", "actor" => role.name()).increment(1);
         state.args.events.publish(
             "actor_restarted",
             serde_json::json!({"actor": role.name(), "reason": reason}),
@@ -320,43 +305,94 @@ impl Supervisor {
         Self::schedule_restart(myself, state, role, reason);
     }
 
-    fn intake(state: &SupervisorState, role: ChildRole) -> Option<ActorRef<IntakeMsg>> {
-        state.cells.get(&role).cloned().map(Into::into)
-    }
-
     /// Tells whoever relied on the restarted actor's in-flight work to send it again.
     fn after_restart(state: &SupervisorState, role: ChildRole) {
-        match role {
-            ChildRole::Planner => {
-                if let Some(i) = Self::intake(state, ChildRole::JobIntake) {
-                    let _ = i.cast(IntakeMsg::Redeliver);
-                }
-            }
-            ChildRole::Pool | ChildRole::StatusWriter => {
-                if let Some(i) = Self::intake(state, ChildRole::TaskIntake) {
-                    let _ = i.cast(IntakeMsg::Redeliver);
-                }
-            }
-            ChildRole::Worker(index) => {
-                if let Some(pool) = state.cells.get(&ChildRole::Pool) {
-                    let pool: ActorRef<PoolMsg> = pool.clone().into();
-                    let _ = pool.cast(PoolMsg::WorkerRestarted(index));
-                }
-            }
-            _ => {}
-        }
+        let a = &state.args.addresses;
+        let intake = match role {
+            ChildRole::Planner => &a.job_intake,
+            ChildRole::Pool | ChildRole::StatusWriter => &a.task_intake,
+            _ => return,
+        };
+        let _ = intake.cast(IntakeMsg::Redeliver);
     }
 
-    fn set_intake_paused(state: &SupervisorState, paused: bool) {
-        for role in [ChildRole::JobIntake, ChildRole::TaskIntake] {
-            if let Some(i) = Self::intake(state, role) {
-                let _ = i.cast(if paused {
-                    IntakeMsg::Pause
-                } else {
-                    IntakeMsg::Resume
-                });
+    /// Stops one child within `wait`; says so when it did not stop in time.
+    async fn stop_child(
+        state: &mut SupervisorState,
+        role: ChildRole,
+        wait: std::time::Duration,
+        drain: bool,
+    ) {
+        let Some(cell) = state.cells.remove(&role) else {
+            return;
+        };
+        state.children.remove(&cell.get_id());
+        state.args.addresses.clear(role);
+        let stopped = if drain {
+            cell.drain_and_wait(Some(wait)).await.is_ok()
+        } else {
+            cell.stop_and_wait(Some("shutdown".into()), Some(wait))
+                .await
+                .is_ok()
+        };
+        if !stopped {
+            tracing::warn!(actor = role.name(), "did not stop in time");
+            cell.kill();
+        }
+        state.args.report.stopped(role.name());
+    }
+
+    /// The graceful shutdown. Upstream first, so nothing new enters; the pool sends nothing
+    /// more and waits (within the plan) for the requests in flight; the status writer commits
+    /// what it holds and acknowledges it; finally whatever this consumer still has pending is
+    /// released for the next consumer to take at once rather than after a visibility timeout.
+    async fn shut_down(state: &mut SupervisorState, plan: ShutdownPlan) {
+        state.stopping = true;
+        state.args.gate.drain();
+        let started = Instant::now();
+        for role in [
+            ChildRole::JobIntake,
+            ChildRole::TaskIntake,
+            ChildRole::Planner,
+        ] {
+            Self::stop_child(state, role, plan.actors(), false).await;
+        }
+        if state.cells.contains_key(&ChildRole::Pool) {
+            let answer = state
+                .args
+                .addresses
+                .pool
+                .call(PoolMsg::Drain, Some(plan.in_flight()))
+                .await;
+            if answer.is_err() {
+                tracing::warn!(
+                    "requests in flight did not finish within the shutdown plan; their tasks will be taken again"
+                );
+            }
+            Self::stop_child(state, ChildRole::Pool, plan.actors(), false).await;
+        }
+        Self::stop_child(state, ChildRole::RetryScheduler, plan.actors(), false).await;
+        Self::stop_child(state, ChildRole::StatusWriter, plan.actors(), true).await;
+        for role in [ChildRole::RateLimiter, ChildRole::VectorWriter] {
+            Self::stop_child(state, role, plan.actors(), false).await;
+        }
+        let visibility = state.args.children.job_intake.visibility_timeout;
+        for acker in state.args.children.ackers() {
+            let released = match acker.own_pending(10_000).await {
+                Ok(ids) => acker.release(&ids, visibility).await,
+                Err(e) => Err(e),
+            };
+            match released {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(stream = %acker.stream(), released = n, "unfinished entries released for the next consumer")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not release unfinished entries; they are reclaimed after the visibility timeout")
+                }
             }
         }
+        tracing::info!(took = ?started.elapsed(), "pipeline stopped");
     }
 }
 
@@ -371,92 +407,16 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let mut state = SupervisorState {
+            restarts: RestartBudget::new(&args.policy),
             args,
             children: HashMap::new(),
             cells: HashMap::new(),
-            recent_restarts: VecDeque::new(),
+            stopping: false,
         };
-        for role in state.args.pipeline.roles() {
+        for role in state.args.children.roles() {
             Self::spawn_child(&myself, &mut state, role).await?;
         }
         Ok(state)
-    }
-
-    async fn post_stop(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        // Graceful shutdown. Upstream first, so nothing new enters; the pool lets go of the
-        // tasks it queued and waits (within a deadline) for those its workers are embedding;
-        // the status writer commits what it holds and acknowledges it; finally whatever this
-        // consumer still has pending is released for the next consumer to take at once
-        // rather than after a visibility timeout.
-        let wait = Some(Duration::from_secs(5));
-        let started = Instant::now();
-        let mut roles = state.args.pipeline.roles();
-        roles.reverse();
-        let mut drained = true;
-        for role in roles {
-            let Some(cell) = state.cells.remove(&role) else {
-                continue;
-            };
-            state.children.remove(&cell.get_id());
-            let stopped = match role {
-                ChildRole::Worker(_) if !drained => {
-                    // Still embedding past the deadline: their tasks stay pending.
-                    cell.kill();
-                    true
-                }
-                ChildRole::Pool => {
-                    let pool: ActorRef<PoolMsg> = cell.clone().into();
-                    let answer = pool
-                        .call(PoolMsg::Drain, Some(SHUTDOWN_DRAIN_DEADLINE))
-                        .await;
-                    drained = matches!(answer, Ok(ractor::rpc::CallResult::Success(())));
-                    if !drained {
-                        tracing::warn!(
-                            "tasks in flight did not finish within {SHUTDOWN_DRAIN_DEADLINE:?}; they will be taken again"
-                        );
-                    }
-                    cell.stop_and_wait(Some("shutdown".into()), wait)
-                        .await
-                        .is_ok()
-                }
-                ChildRole::StatusWriter => cell.drain_and_wait(wait).await.is_ok(),
-                _ => cell
-                    .stop_and_wait(Some("shutdown".into()), wait)
-                    .await
-                    .is_ok(),
-            };
-            if !stopped {
-                tracing::warn!(actor = %role.name(), "did not stop in time");
-            }
-            state.args.report.stopped(&role.name());
-        }
-        myself.stop_children(Some("shutdown".into()));
-        let p = &state.args.pipeline;
-        let mut ackers = vec![&p.job_intake.acker];
-        if p.embed {
-            ackers.push(&p.task_intake.acker);
-        }
-        for acker in ackers {
-            let released = match acker.own_pending(10_000).await {
-                Ok(ids) => acker.release(&ids, p.task_intake.visibility_timeout).await,
-                Err(e) => Err(e),
-            };
-            match released {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(stream = %acker.stream(), released = n, "unfinished entries released for the next consumer")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not release unfinished entries; they are reclaimed after the visibility timeout")
-                }
-            }
-        }
-        tracing::info!(took = ?started.elapsed(), "pipeline stopped");
-        Ok(())
     }
 
     async fn handle(
@@ -467,61 +427,24 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Restart(role) => {
-                if state.args.shutdown.is_triggered() || state.cells.contains_key(&role) {
+                if state.stopping
+                    || state.args.shutdown.is_triggered()
+                    || state.cells.contains_key(&role)
+                {
                     return Ok(());
                 }
                 if let Err(e) = Self::spawn_child(&myself, state, role).await {
-                    tracing::error!(actor = %role.name(), error = %e, "restart failed; trying again");
+                    tracing::error!(actor = role.name(), error = %e, "restart failed; trying again");
                     Self::schedule_restart(&myself, state, role, e.to_string());
                     return Ok(());
                 }
-                tracing::info!(actor = %role.name(), "actor restarted");
+                tracing::info!(actor = role.name(), "actor restarted");
                 Self::after_restart(state, role);
             }
-            SupervisorMsg::PauseIntake => {
-                state
-                    .args
-                    .report
-                    .set_paused(Some("paused by an operator".into()));
-                Self::set_intake_paused(state, true);
-                state.args.events.publish(
-                    "paused",
-                    serde_json::json!({"reason": "paused by an operator"}),
-                );
-            }
-            SupervisorMsg::ResumeIntake => {
-                state.args.report.set_paused(None);
-                state
-                    .args
-                    .pipeline
-                    .halted()
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-                if let Some(pool) = state.cells.get(&ChildRole::Pool) {
-                    let pool: ActorRef<PoolMsg> = pool.clone().into();
-                    let _ = pool.cast(PoolMsg::Hold(false));
-                }
-                Self::set_intake_paused(state, false);
-                state.args.events.publish("resumed", serde_json::json!({}));
-            }
-            SupervisorMsg::ProviderFatal(reason) => {
-                // The first reason is the one that explains the pause.
-                let already = state
-                    .args
-                    .report
-                    .paused()
-                    .is_some_and(|p| p.starts_with("provider unusable"));
-                if !already {
-                    tracing::error!(%reason, "pausing intake until an operator resumes it");
-                    state
-                        .args
-                        .report
-                        .set_paused(Some(format!("provider unusable: {reason}")));
-                    state.args.events.publish(
-                        "paused",
-                        serde_json::json!({"reason": format!("provider unusable: {reason}")}),
-                    );
-                }
-                Self::set_intake_paused(state, true);
+            SupervisorMsg::Shutdown(plan, reply) => {
+                Self::shut_down(state, plan).await;
+                let _ = reply.send(());
+                myself.stop(Some("shutdown".into()));
             }
         }
         Ok(())

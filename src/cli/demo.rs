@@ -5,10 +5,10 @@
 //! queries and prints the nearest passages with their scores.
 
 use super::{AdminClient, ingest, jobs};
-use crate::config::Settings;
-use crate::providers::model_files;
-use crate::startup::Application;
 use anyhow::Context;
+use embedq::config::Settings;
+use embedq::providers::model_files;
+use embedq::startup::Application;
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -26,7 +26,7 @@ pub const QUERIES: [&str; 5] = [
 ];
 
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
-    if settings.embedding.provider == "local" {
+    if settings.embedding.provider == embedq::config::Provider::Local {
         let dir = Path::new(&settings.embedding.model_dir).to_owned();
         if model_files::check(&dir).is_err() {
             eprintln!("fetching the local model into {} (once)…", dir.display());
@@ -38,7 +38,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
     // A free port, so the demo runs beside a daemon already serving on 8080.
     settings.server.listen = "127.0.0.1:0".parse().expect("valid address");
-    let threads = crate::providers::local_model_threads(settings.embedding.threads);
+    let threads = embedq::providers::local_model_threads(settings.embedding.threads);
     let app = Application::build(settings.clone())
         .await
         .context("starting the pipeline (is Redis running on 127.0.0.1:6379?)")?;
@@ -77,7 +77,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         done["skipped"],
         done["failed"],
         total as f64 / took.max(1e-3),
-        settings.embedding.provider,
+        settings.embedding.provider.as_str(),
         settings.embedding.model,
     );
 

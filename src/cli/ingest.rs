@@ -4,8 +4,8 @@
 //! interrupted run resumes after the last committed line.
 
 use super::AdminClient;
-use crate::domain::{ContextId, ItemId};
 use anyhow::Context;
+use embedq::domain::{ContextId, ItemId};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -39,7 +39,11 @@ impl ItemContent {
 }
 
 /// Hex SHA-256 of an item's content.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(transparent)]
+#[schema(value_type = String, pattern = "^[0-9a-f]{64}$")]
 pub struct ContentHash(String);
 
 impl ContentHash {

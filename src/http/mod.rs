@@ -1,68 +1,85 @@
-//! The admin HTTP surface (axum). Handlers only touch SQL and one Redis command each: they never
-//! wait on the pipeline, so the API answers in milliseconds whatever the pipeline is doing.
+//! The admin HTTP surface (axum). Handlers only touch SQL, one Redis command, or the pipeline
+//! gate: they never wait on the pipeline, so the API answers in milliseconds whatever the
+//! pipeline is doing.
+//!
+//! The route list exists once, in [`api`]: each handler is registered there together with its
+//! `#[utoipa::path]` description, and both the router and the OpenAPI document are made from
+//! that list, so the two cannot drift apart.
 
 mod auth;
 mod error;
 mod extract;
-pub mod openapi;
+mod openapi;
+mod responses;
 mod routes;
 mod state;
 
-pub use error::{ApiError, ErrorBody};
-pub use state::AppState;
+pub(crate) use error::ApiError;
+pub(crate) use state::{AppState, PipelineView};
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
+use routes::{control, dashboard, dead_letters, docs, health, items, jobs, observe, search};
+use std::sync::Arc;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// The routes: those behind the admin token, and the public ones (health, docs, dashboard).
+fn api() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
+    let admin = OpenApiRouter::new()
+        .routes(routes!(items::upsert_items))
+        .routes(routes!(items::get_item))
+        .routes(routes!(jobs::create_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(search::search))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::requeue))
+        .routes(routes!(dead_letters::remove))
+        .routes(routes!(control::pause))
+        .routes(routes!(control::resume))
+        .routes(routes!(control::actors))
+        .routes(routes!(observe::events))
+        .routes(routes!(observe::metrics));
+    let public = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(docs::docs_page))
+        .routes(routes!(dashboard::page));
+    (admin, public)
+}
+
+/// The OpenAPI document of [`api`], as `GET /openapi.json` serves it.
+pub(crate) fn openapi_document(settings: &crate::config::Settings) -> serde_json::Value {
+    let (admin, public) = api();
+    let gathered = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(public)
+        .merge(admin)
+        .into_openapi();
+    openapi::document(gathered, settings)
+}
 
 /// The whole API with its middleware.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let max_body = state.settings.server.max_body_bytes;
-    let admin = Router::new()
-        .route(
-            "/v1/contexts/{context_id}/items",
-            post(routes::items::upsert_items),
-        )
-        .route("/v1/items/{item_id}", get(routes::items::get_item))
-        .route(
-            "/v1/jobs",
-            post(routes::jobs::create_job).get(routes::jobs::list_jobs),
-        )
-        .route("/v1/jobs/{job_id}", get(routes::jobs::get_job))
-        .route("/v1/jobs/{job_id}/cancel", post(routes::jobs::cancel_job))
-        .route("/v1/dead-letters", get(routes::dead_letters::list))
-        .route(
-            "/v1/dead-letters/requeue",
-            post(routes::dead_letters::requeue),
-        )
-        .route(
-            "/v1/dead-letters/{id}",
-            axum::routing::delete(routes::dead_letters::remove),
-        )
-        .route("/v1/actors", get(routes::control::actors))
-        .route("/v1/events", get(routes::observe::events))
-        .route("/metrics", get(routes::observe::metrics))
-        .route(
-            "/v1/contexts/{context_id}/search",
-            post(routes::search::search),
-        )
-        .route("/v1/pause", post(routes::control::pause))
-        .route("/v1/resume", post(routes::control::resume))
+    let document = Arc::new(openapi_document(&state.settings));
+    let (admin, public) = api();
+    let (admin, _) = admin.split_for_parts();
+    let (public, _) = public.split_for_parts();
+    let admin = admin
         // Before the token layer, so that a wrong method without a token is still 401.
-        .method_not_allowed_fallback(routes::health::method_not_allowed)
+        .method_not_allowed_fallback(health::method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
         ));
-    Router::new()
-        .route("/", get(routes::dashboard::page))
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/openapi.json", get(routes::docs::openapi_json))
-        .route("/docs", get(routes::docs::docs_page))
-        .method_not_allowed_fallback(routes::health::method_not_allowed)
+    public
+        .method_not_allowed_fallback(health::method_not_allowed)
         .merge(admin)
-        .fallback(routes::health::not_found)
+        .fallback(health::not_found)
+        .layer(Extension(document))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }

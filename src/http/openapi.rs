@@ -1,14 +1,15 @@
-//! The OpenAPI document of the HTTP API (`GET /openapi.json`), generated from the handlers'
-//! `#[utoipa::path]` attributes and the request and response types, with the configured limits
-//! filled in when it is served. `GET /docs` renders it (a static page, no external assets).
+//! The OpenAPI document of the HTTP API (`GET /openapi.json`): what is said of the API as a
+//! whole (its description, tags, shared responses, the bearer scheme) is here; the paths come
+//! from the one route list in [`super::api`], where each handler's `#[utoipa::path]` is
+//! registered together with its route. The configured limits are filled in when it is served.
+//! `GET /docs` renders it (a static page, no external assets).
 
 use crate::config::Settings;
 use crate::http::error::ErrorBody;
-use crate::http::routes;
+use crate::http::responses;
 use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{RefOr, Schema};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,28 +20,6 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
             $EMBEDQ_ADMIN_TOKEN` when a token is set (without one the daemon listens on loopback \
             only). Errors are JSON `{\"error\": {\"code\", \"reason\"}}`: a 4xx for bad input \
             (nothing is changed), 503 when a backend is unavailable.",
-    ),
-    paths(
-        routes::items::upsert_items,
-        routes::items::get_item,
-        routes::jobs::create_job,
-        routes::jobs::list_jobs,
-        routes::jobs::get_job,
-        routes::jobs::cancel_job,
-        routes::search::search,
-        routes::dead_letters::list,
-        routes::dead_letters::requeue,
-        routes::dead_letters::remove,
-        routes::control::pause,
-        routes::control::resume,
-        routes::control::actors,
-        routes::observe::events,
-        routes::observe::metrics,
-        routes::health::healthz,
-        routes::health::readyz,
-        routes::docs::openapi_json,
-        routes::docs::docs_page,
-        routes::dashboard::page,
     ),
     components(
         schemas(ErrorBody),
@@ -87,9 +66,10 @@ impl Modify for BearerScheme {
     }
 }
 
-/// The document as served: the generated one with the configured limits filled in.
-pub fn document(settings: &Settings) -> Value {
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
+/// The document as served: the one gathered from the route list, with the configured limits
+/// filled in.
+pub(crate) fn document(gathered: utoipa::openapi::OpenApi, settings: &Settings) -> Value {
+    let mut doc = serde_json::to_value(gathered).expect("the OpenAPI document serialises");
     let limits = &settings.limits;
     let schemas = &mut doc["components"]["schemas"];
     let items = &mut schemas["UpsertBody"]["properties"]["items"];
@@ -116,86 +96,6 @@ pub fn document(settings: &Settings) -> Value {
     doc
 }
 
-/// The responses most routes share, as components (`#/components/responses/...`).
-pub(crate) mod responses {
-    #![allow(dead_code)] // Never built: they only describe responses.
-
-    use crate::http::error::ErrorBody;
-    use utoipa::ToResponse;
-
-    /// Malformed input: a bad id in the path, bad JSON, a bad query string or header. The
-    /// reason says which; nothing was changed.
-    #[derive(ToResponse)]
-    pub struct BadRequest(ErrorBody);
-
-    /// The bearer token is missing or wrong.
-    #[derive(ToResponse)]
-    pub struct Unauthorized(ErrorBody);
-
-    /// The body exceeds `server.max_body_bytes`.
-    #[derive(ToResponse)]
-    pub struct TooLarge(ErrorBody);
-
-    /// The body was not sent as `Content-Type: application/json`.
-    #[derive(ToResponse)]
-    pub struct UnsupportedMediaType(ErrorBody);
-
-    /// An internal error; the daemon logged its details.
-    #[derive(ToResponse)]
-    pub struct Internal(ErrorBody);
-
-    /// A backend (the database, Redis) is unavailable; nothing was changed, try again.
-    #[derive(ToResponse)]
-    pub struct Unavailable(ErrorBody);
-}
-
-/// The requeue body is a choice of three shapes, which its struct (three optional fields,
-/// checked by the handler) cannot show; `null` stands for an absent field, as serde takes it.
-impl PartialSchema for routes::dead_letters::RequeueBody {
-    fn schema() -> RefOr<Schema> {
-        let ids = json!({
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 10000,
-            "items": {"$ref": "#/components/schemas/DeadLetterId"},
-            "description": "Requeue these dead letters."
-        });
-        let job_id = json!({
-            "type": "string",
-            "format": "uuid",
-            "description": "Requeue every item dead letter of this job."
-        });
-        let null = json!({"type": "null"});
-        let shape = |title: &str, required: &str, ids: &Value, job_id: &Value, all: Value| {
-            json!({
-                "title": title,
-                "type": "object",
-                "required": [required],
-                "properties": {"ids": ids, "job_id": job_id, "all": all},
-                "additionalProperties": false
-            })
-        };
-        let schema = json!({
-            "description": "What to requeue: exactly one of `ids`, `job_id` or `all: true`.",
-            "oneOf": [
-                shape("by ids", "ids", &ids, &null, json!({"type": "boolean", "enum": [false]})),
-                shape("by job", "job_id", &null, &job_id, json!({"type": "boolean", "enum": [false]})),
-                shape("all", "all", &null, &null, json!({"type": "boolean", "enum": [true], "description": "Requeue every item dead letter."})),
-            ]
-        });
-        RefOr::T(serde_json::from_value(schema).expect("the requeue schema is valid"))
-    }
-}
-
-impl ToSchema for routes::dead_letters::RequeueBody {
-    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        schemas.push((
-            "DeadLetterId".into(),
-            <routes::dead_letters::DeadLetterId as PartialSchema>::schema(),
-        ));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,7 +103,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn doc() -> Value {
-        document(&Settings::defaults())
+        crate::http::openapi_document(&Settings::defaults())
     }
 
     fn properties(doc: &Value, schema: &str) -> BTreeSet<String> {
@@ -223,12 +123,12 @@ mod tests {
     fn records_match_their_schemas() {
         let doc = doc();
         let item = crate::store::ItemRecord {
-            id: "a".into(),
-            context_id: "c".into(),
+            id: crate::domain::ItemId::parse("a").unwrap(),
+            context_id: crate::domain::ContextId::parse("c").unwrap(),
             status: ItemStatus::Pending,
             attempts: 0,
             last_error: None,
-            content_hash: "0".repeat(64),
+            content_hash: crate::domain::ContentHash::of("a"),
             embedded_model: None,
             embedded_hash: None,
             created_at: 0,
@@ -292,7 +192,7 @@ mod tests {
     fn limits_are_filled_in() {
         let mut settings = Settings::defaults();
         settings.limits.max_items_per_request = 7;
-        let doc = document(&settings);
+        let doc = crate::http::openapi_document(&settings);
         assert_eq!(
             doc["components"]["schemas"]["UpsertBody"]["properties"]["items"]["maxItems"],
             7

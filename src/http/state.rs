@@ -1,15 +1,16 @@
-//! What every handler can reach.
+//! What every handler can reach. The pipeline is reached only through [`PipelineView`]: the
+//! gate (pause and resume are a flag flip, never a wait on an actor), the shared reports, and
+//! the rate-limited embedder that search uses like the workers do.
 
-use crate::actors::rate_limiter::RateLimiterStatus;
-use crate::actors::{IntakeHealth, SupervisionReport, SupervisorMsg};
+use crate::actors::{IntakeHealth, RateLimitedEmbedder, SupervisionReport};
 use crate::config::Settings;
-use crate::providers::Embedder;
+use crate::gate::PipelineGate;
+use crate::limiter::LimiterStatus;
 use crate::queue::Keys;
 use crate::store::Store;
 use crate::vectors::VectorStore;
-use ractor::ActorRef;
 use redis::aio::ConnectionManager;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,20 +18,23 @@ pub struct AppState {
     pub redis: ConnectionManager,
     pub keys: Keys,
     pub settings: Arc<Settings>,
-    pub job_intake: Arc<IntakeHealth>,
-    pub task_intake: Arc<IntakeHealth>,
-    pub supervision: Arc<SupervisionReport>,
-    /// Control verbs (pause, resume) go to the supervisor as messages; the API never waits.
-    pub supervisor: ActorRef<SupervisorMsg>,
-    pub embedder: Arc<dyn Embedder>,
+    pub pipeline: PipelineView,
     pub vectors: Arc<dyn VectorStore>,
-    pub rate_limiter: Arc<Mutex<RateLimiterStatus>>,
-    /// Registered name of the rate limiter: search takes its permits there too.
-    pub rate_limiter_name: String,
-    /// This daemon's consumer name, which prefixes its actors' names.
-    pub instance: String,
     /// Live events for `GET /v1/events` (job progress, pauses, restarts, rate limit).
     pub events: crate::events::EventBus,
     /// Renders the Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+}
+
+/// The running pipeline as the HTTP surface sees it.
+#[derive(Clone)]
+pub struct PipelineView {
+    pub gate: PipelineGate,
+    pub supervision: Arc<SupervisionReport>,
+    pub limiter: LimiterStatus,
+    pub job_intake: Arc<IntakeHealth>,
+    pub task_intake: Arc<IntakeHealth>,
+    pub embedder: RateLimitedEmbedder,
+    /// This daemon's consumer name, which prefixes its actors' names.
+    pub instance: String,
 }

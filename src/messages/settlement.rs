@@ -1,20 +1,19 @@
-//! What an embedding worker concluded about a task: each item's outcome, the retry tasks for
-//! items that failed transiently, and whether the provider became unusable. The status writer
-//! commits it and only then acknowledges the task.
+//! What the pipeline concluded about a task: each item's outcome and the retry tasks for items
+//! that failed transiently. The status writer commits it and only then acknowledges the task.
 
 use super::TaskMessage;
-use crate::domain::{ItemId, JobId};
+use crate::domain::{ContentHash, ItemId, JobId};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutcomeKind {
     /// Embedded now; the vector is stored for this content hash.
-    Completed { content_hash: String },
+    Completed { content_hash: ContentHash },
     /// Already embedded with this content and model (or the item no longer exists).
     Skipped,
     /// Final failure, with the reason.
     Failed { reason: String },
-    /// Failed transiently; the item travels on in [`Settlement::retry`].
+    /// Failed transiently; the item travels on in [`Settlement::retries`].
     Retrying { reason: String },
 }
 
@@ -42,9 +41,7 @@ impl ItemOutcome {
 pub struct Settlement {
     pub job_id: JobId,
     pub outcomes: Vec<ItemOutcome>,
-    /// Tasks of items to try again, each with how long to wait. Usually one; a task whose
-    /// worker crashed is split into one task per item, so a poison item crashes alone.
+    /// Tasks of items to try again, each with how long to wait. Usually one; the items of a
+    /// request whose worker crashed go on one per task, so a poison item crashes alone.
     pub retries: Vec<(TaskMessage, Duration)>,
-    /// The provider cannot be used until an operator acts (bad key, no quota): pause intake.
-    pub fatal: Option<String>,
 }

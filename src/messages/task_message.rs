@@ -17,6 +17,10 @@ pub struct TaskItem {
 pub struct TaskMessage {
     pub job_id: JobId,
     pub items: Vec<TaskItem>,
+    /// Its items are each sent in a request of their own (they were in a request whose worker
+    /// crashed: a suspect does not take innocent items down with it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub isolated: bool,
 }
 
 impl TaskMessage {
@@ -73,9 +77,17 @@ mod tests {
                 id: ItemId::parse("a").unwrap(),
                 attempt: 2,
             }],
+            isolated: false,
         };
         let payload = t.encode().remove(1).1;
         assert_eq!(decode(&payload).unwrap(), t);
+        assert!(!payload.contains("isolated"), "the default is not written");
+        let alone = TaskMessage {
+            isolated: true,
+            ..t
+        };
+        let payload = alone.encode().remove(1).1;
+        assert_eq!(decode(&payload).unwrap(), alone);
     }
 
     #[test]

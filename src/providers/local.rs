@@ -318,7 +318,7 @@ impl Embedder for LocalEmbedder {
 }
 
 /// `threads`, or one per CPU available to the process for 0.
-pub(crate) fn resolve_threads(threads: usize) -> usize {
+pub fn resolve_threads(threads: usize) -> usize {
     if threads > 0 {
         threads
     } else {

@@ -11,7 +11,7 @@ mod rate_limit_headers;
 mod tokens;
 
 pub use local::LocalEmbedder;
-pub(crate) use local::resolve_threads as local_model_threads;
+pub use local::resolve_threads as local_model_threads;
 pub use openai::OpenAiEmbedder;
 pub use packing::{Packed, RequestLimits, pack};
 pub use rate_limit_headers::{RateLimitHints, parse_openai_duration, parse_retry_after};
@@ -62,6 +62,7 @@ impl ProviderError {
         )
     }
 
+    /// A 429 rate limit: everyone slows down; the inputs are not at fault.
     pub fn is_rate_limited(&self) -> bool {
         matches!(
             self,

@@ -62,7 +62,7 @@ impl OpenAiEmbedder {
         api_key: Option<Secret>,
     ) -> Result<Self, ProviderError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(settings.timeout_ms))
+            .timeout(settings.timeout)
             .connect_timeout(Duration::from_secs(5))
             .pool_idle_timeout(Duration::from_secs(90))
             .build()
@@ -80,7 +80,7 @@ impl OpenAiEmbedder {
                 max_tokens_per_input: settings.max_tokens_per_input,
                 max_tokens_per_request: settings.max_tokens_per_request,
             },
-            tokens: TokenCounter::new(&settings.tokenizer),
+            tokens: TokenCounter::new(settings.tokenizer),
         })
     }
 

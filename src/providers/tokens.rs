@@ -1,6 +1,7 @@
 //! Token counting with the provider's own encoding (tiktoken), so requests are packed by real
 //! token counts rather than by item counts.
 
+use crate::config::Tokenizer;
 use tiktoken_rs::CoreBPE;
 
 #[derive(Clone, Copy)]
@@ -16,10 +17,10 @@ impl std::fmt::Debug for TokenCounter {
 
 impl TokenCounter {
     /// `cl100k_base` (text-embedding-3-*, ada-002) or `o200k_base`.
-    pub fn new(encoding: &str) -> Self {
+    pub fn new(encoding: Tokenizer) -> Self {
         let bpe = match encoding {
-            "o200k_base" => tiktoken_rs::o200k_base_singleton(),
-            _ => tiktoken_rs::cl100k_base_singleton(),
+            Tokenizer::O200kBase => tiktoken_rs::o200k_base_singleton(),
+            Tokenizer::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
         };
         Self { bpe }
     }
@@ -51,7 +52,7 @@ mod tests {
 
     #[test]
     fn counts_and_truncates() {
-        let t = TokenCounter::new("cl100k_base");
+        let t = TokenCounter::new(Tokenizer::Cl100kBase);
         assert_eq!(t.count("hello world"), 2);
         let long = "word ".repeat(100);
         let cut = t.truncate(&long, 10);

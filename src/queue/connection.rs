@@ -17,13 +17,6 @@ pub enum QueueError {
     ConsumerNameTaken(String),
 }
 
-impl QueueError {
-    /// The consumer group is gone (for example after a Redis restart without persistence).
-    pub fn is_no_group(&self) -> bool {
-        matches!(self, Self::Redis(e) if e.code() == Some("NOGROUP"))
-    }
-}
-
 /// Factory for the daemon's Redis connections.
 #[derive(Clone, Debug)]
 pub struct RedisConnections {
@@ -36,8 +29,8 @@ impl RedisConnections {
     pub fn new(settings: &RedisSettings) -> Result<Self, QueueError> {
         Ok(Self {
             client: redis::Client::open(settings.url.as_str())?,
-            connect_timeout: Duration::from_millis(settings.connect_timeout_ms),
-            command_timeout: Duration::from_millis(settings.command_timeout_ms),
+            connect_timeout: settings.connect_timeout,
+            command_timeout: settings.command_timeout,
         })
     }
 

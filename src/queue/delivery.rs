@@ -116,8 +116,8 @@ return released
 /// An item that ended FAILED, recorded in the dead-letter stream with its reason.
 #[derive(Debug, Clone)]
 pub struct DeadItem {
-    pub job_id: String,
-    pub item_id: String,
+    pub job_id: crate::domain::JobId,
+    pub item_id: crate::domain::ItemId,
     pub attempts: u32,
     pub reason: String,
 }
@@ -264,8 +264,8 @@ impl StreamAcker {
                 &mut pipe,
                 &[
                     ("kind", "item".into()),
-                    ("job_id", d.job_id.clone()),
-                    ("item_id", d.item_id.clone()),
+                    ("job_id", d.job_id.to_string()),
+                    ("item_id", d.item_id.to_string()),
                     ("attempts", d.attempts.to_string()),
                     ("reason", d.reason.clone()),
                 ],

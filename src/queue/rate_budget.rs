@@ -76,6 +76,23 @@ return 1
     )
 });
 
+/// ARGV: tokens/min, burst seconds, tokens to charge (negative: give back). A request whose
+/// size became known after its permit (or whose provider counted otherwise) is charged the
+/// difference; a refund never raises the bucket above its size.
+static CHARGE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local tpm = tonumber(ARGV[1]); local burst = tonumber(ARGV[2]); local delta = tonumber(ARGV[3])
+local tcap = math.max(1, tpm * burst / 60)
+local tk = tonumber(redis.call('HGET', KEYS[1], 't'))
+if not tk then return 0 end
+tk = math.min(tcap, tk - delta)
+redis.call('HSET', KEYS[1], 't', tostring(tk))
+return 1
+"#,
+    )
+});
+
 /// How the budget is configured.
 #[derive(Debug, Clone, Copy)]
 pub struct BudgetLimits {
@@ -112,6 +129,22 @@ impl RateBudget {
             .invoke_async(&mut conn)
             .await?;
         Ok((wait > 0).then(|| Duration::from_millis(wait)))
+    }
+
+    /// Charges `delta` more tokens to the budget (a negative `delta` gives them back).
+    pub async fn charge(&self, delta: i64) -> Result<(), QueueError> {
+        if delta == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = CHARGE
+            .key(&self.key)
+            .arg(self.limits.tokens_per_minute)
+            .arg(self.limits.burst_seconds)
+            .arg(delta)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Holds every taker, in every daemon, for `wait`.

@@ -102,11 +102,6 @@ impl StreamConsumer {
         self.read_group(">", count, Some(block)).await
     }
 
-    /// This consumer's own pending entries (delivered, not yet acknowledged), from the start.
-    pub async fn read_own_pending(&mut self, count: usize) -> Result<Vec<RawEntry>, QueueError> {
-        self.read_group("0", count, None).await
-    }
-
     /// This consumer's own pending entries with ids after `after` ("0": from the start).
     pub async fn read_own_pending_after(
         &mut self,

@@ -14,7 +14,7 @@ mod records;
 
 pub use items::{NewItem, UpsertCounts};
 pub use jobs::{CreatedJob, JobFilter, NewJob};
-pub use outcomes::{CommitReport, TaskItemRow};
+pub use outcomes::{CommitReport, LoadedItem, OutcomeCounts, TaskItemRow};
 pub use planning::PlannedItem;
 pub use records::{ItemRecord, JobRecord};
 
@@ -22,7 +22,6 @@ use crate::config::DatabaseSettings;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 use std::path::Path;
-use std::time::Duration;
 
 /// Which SQL engine is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +104,7 @@ impl Store {
         }
         let pool = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .acquire_timeout(settings.acquire_timeout)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -5,32 +5,78 @@
 
 use super::placeholders;
 use super::{Store, StoreError};
-use crate::domain::{ItemId, JobId, now_millis};
+use crate::domain::{ContentHash, ContextId, ItemId, ItemStatus, JobId, now_millis};
 use crate::messages::{ItemOutcome, OutcomeKind};
 use sqlx::Row;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-/// An item as an embedding worker needs it.
-#[derive(Debug, Clone)]
+/// An item as the embedding step needs it, parsed.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TaskItemRow {
-    pub id: String,
-    pub context_id: String,
+    pub id: ItemId,
+    pub context_id: ContextId,
     pub content: String,
-    pub content_hash: String,
-    pub status: String,
+    pub content_hash: ContentHash,
+    pub status: ItemStatus,
     pub embedded_model: Option<String>,
-    pub embedded_hash: Option<String>,
+    pub embedded_hash: Option<ContentHash>,
+}
+
+/// One requested item as loaded: its row, or why the stored row cannot be used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoadedItem {
+    Row(TaskItemRow),
+    Corrupt { id: ItemId, reason: String },
+}
+
+impl LoadedItem {
+    pub fn id(&self) -> &ItemId {
+        match self {
+            Self::Row(row) => &row.id,
+            Self::Corrupt { id, .. } => id,
+        }
+    }
+}
+
+/// Outcomes newly counted into one job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    pub completed: i64,
+    pub failed: i64,
+    pub skipped: i64,
 }
 
 /// What one commit counted, per job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitReport {
-    /// (completed, failed, skipped) newly counted per job.
-    pub counted: BTreeMap<String, (i64, i64, i64)>,
+    pub counted: BTreeMap<JobId, OutcomeCounts>,
     /// Jobs that reached their total in this commit.
-    pub finished: Vec<String>,
+    pub finished: Vec<JobId>,
     /// (job, item) of the FAILED outcomes this commit counted: each gets its one dead letter.
-    pub newly_failed: Vec<(String, String)>,
+    pub newly_failed: Vec<(JobId, ItemId)>,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// Parses one loaded row (the caller knows its id, the one it asked for).
+fn task_item_row(id: &ItemId, r: &sqlx::any::AnyRow) -> Result<TaskItemRow, String> {
+    let text = |c: &str| r.try_get::<String, _>(c).map_err(|e| format!("{c}: {e}"));
+    let optional = |c: &str| {
+        r.try_get::<Option<String>, _>(c)
+            .map_err(|e| format!("{c}: {e}"))
+    };
+    let context = text("context_id")?;
+    Ok(TaskItemRow {
+        id: id.clone(),
+        context_id: ContextId::parse(context).map_err(|e| format!("context id: {e}"))?,
+        content: text("content")?,
+        content_hash: ContentHash::from_stored(text("content_hash")?),
+        status: ItemStatus::parse(&text("status")?).map_err(|e| e.0)?,
+        embedded_model: optional("embedded_model")?,
+        embedded_hash: optional("embedded_hash")?.map(ContentHash::from_stored),
+    })
 }
 
 /// How much an outcome says, to choose between two outcomes of one item in one commit (a task
@@ -72,8 +118,10 @@ fn strongest<'a, K: std::hash::Hash + Eq + Clone>(
 const CHUNK: usize = 400;
 
 impl Store {
-    pub async fn load_task_items(&self, ids: &[ItemId]) -> Result<Vec<TaskItemRow>, StoreError> {
+    /// The rows of these items (those that exist), each parsed or marked corrupt.
+    pub async fn load_task_items(&self, ids: &[ItemId]) -> Result<Vec<LoadedItem>, StoreError> {
         let mut rows = Vec::with_capacity(ids.len());
+        let asked: HashMap<&str, &ItemId> = ids.iter().map(|i| (i.as_str(), i)).collect();
         for chunk in ids.chunks(CHUNK) {
             let sql = format!(
                 "SELECT id, context_id, content, content_hash, status, embedded_model, embedded_hash \
@@ -85,14 +133,16 @@ impl Store {
                 q = q.bind(id.as_str().to_owned());
             }
             for r in q.fetch_all(&self.pool).await? {
-                rows.push(TaskItemRow {
-                    id: r.try_get("id")?,
-                    context_id: r.try_get("context_id")?,
-                    content: r.try_get("content")?,
-                    content_hash: r.try_get("content_hash")?,
-                    status: r.try_get("status")?,
-                    embedded_model: r.try_get("embedded_model")?,
-                    embedded_hash: r.try_get("embedded_hash")?,
+                let raw: String = r.try_get("id")?;
+                let Some(id) = asked.get(raw.as_str()) else {
+                    continue;
+                };
+                rows.push(match task_item_row(id, &r) {
+                    Ok(row) => LoadedItem::Row(row),
+                    Err(reason) => LoadedItem::Corrupt {
+                        id: (*id).clone(),
+                        reason,
+                    },
                 });
             }
         }
@@ -150,7 +200,7 @@ impl Store {
             for o in chunk {
                 let (status, error, hash) = match &o.kind {
                     OutcomeKind::Completed { content_hash } => {
-                        ("COMPLETED", None, Some(content_hash.clone()))
+                        ("COMPLETED", None, Some(content_hash.as_str().to_owned()))
                     }
                     OutcomeKind::Failed { reason } => ("FAILED", Some(reason.clone()), None),
                     OutcomeKind::Retrying { reason } => ("PROCESSING", Some(reason.clone()), None),
@@ -168,12 +218,12 @@ impl Store {
 
         // 2. Per-job outcomes, inserted once; the rows really inserted are what counts.
         let mut report = CommitReport::default();
-        let finals: Vec<(String, &ItemOutcome, &'static str)> =
+        let finals: Vec<(JobId, &ItemOutcome, &'static str)> =
             strongest(batch.iter().flat_map(|(job, outcomes)| {
                 outcomes
                     .iter()
                     .filter(|o| o.final_label().is_some())
-                    .map(move |o| ((job.to_string(), o.item_id.as_str()), o))
+                    .map(move |o| ((*job, o.item_id.as_str()), o))
             }))
             .into_iter()
             .map(|((job, _), o)| (job, o, o.final_label().expect("filtered above")))
@@ -187,37 +237,38 @@ impl Store {
             let mut q = sqlx::query(&sql);
             for (job, o, label) in chunk {
                 q = q
-                    .bind(job.clone())
+                    .bind(job.to_string())
                     .bind(o.item_id.as_str().to_owned())
                     .bind(*label);
             }
             for row in q.fetch_all(&mut *tx).await? {
                 let job: String = row.try_get("job_id")?;
+                let job = JobId::parse(&job).map_err(|e| corrupt("job_items.job_id", e))?;
                 let outcome: String = row.try_get("outcome")?;
                 if outcome == "FAILED" {
-                    report
-                        .newly_failed
-                        .push((job.clone(), row.try_get("item_id")?));
+                    let item: String = row.try_get("item_id")?;
+                    let item = ItemId::parse(item).map_err(|e| corrupt("job_items.item_id", e))?;
+                    report.newly_failed.push((job, item));
                 }
                 let entry = report.counted.entry(job).or_default();
                 match outcome.as_str() {
-                    "COMPLETED" => entry.0 += 1,
-                    "FAILED" => entry.1 += 1,
-                    _ => entry.2 += 1,
+                    "COMPLETED" => entry.completed += 1,
+                    "FAILED" => entry.failed += 1,
+                    _ => entry.skipped += 1,
                 }
             }
         }
 
         // 3. Counters, then the final state of jobs that reached their total.
-        for (job, (completed, failed, skipped)) in &report.counted {
+        for (job, counts) in &report.counted {
             sqlx::query(
                 "UPDATE jobs SET completed = completed + $2, failed = failed + $3, \
                  skipped = skipped + $4, updated_at = $5 WHERE id = $1",
             )
-            .bind(job.clone())
-            .bind(*completed)
-            .bind(*failed)
-            .bind(*skipped)
+            .bind(job.to_string())
+            .bind(counts.completed)
+            .bind(counts.failed)
+            .bind(counts.skipped)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -227,12 +278,12 @@ impl Store {
                  WHERE id = $1 AND state = 'RUNNING' AND planned_at IS NOT NULL \
                  AND completed + failed + skipped >= total RETURNING id",
             )
-            .bind(job.clone())
+            .bind(job.to_string())
             .bind(now)
             .fetch_optional(&mut *tx)
             .await?;
             if done.is_some() {
-                report.finished.push(job.clone());
+                report.finished.push(*job);
             }
         }
         tx.commit().await?;
@@ -242,9 +293,10 @@ impl Store {
     /// Contents of items, for showing search hits.
     pub async fn item_contents(
         &self,
-        ids: &[String],
-    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
-        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        ids: &[ItemId],
+    ) -> Result<HashMap<ItemId, String>, StoreError> {
+        let asked: HashMap<&str, &ItemId> = ids.iter().map(|i| (i.as_str(), i)).collect();
+        let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
             let sql = format!(
                 "SELECT id, content FROM items WHERE id IN ({})",
@@ -252,10 +304,13 @@ impl Store {
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {
-                q = q.bind(id.clone());
+                q = q.bind(id.as_str().to_owned());
             }
             for r in q.fetch_all(&self.pool).await? {
-                out.insert(r.try_get("id")?, r.try_get("content")?);
+                let id: String = r.try_get("id")?;
+                if let Some(id) = asked.get(id.as_str()) {
+                    out.insert((*id).clone(), r.try_get("content")?);
+                }
             }
         }
         Ok(out)

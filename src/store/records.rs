@@ -1,7 +1,7 @@
 //! Rows as the store returns them, already parsed into domain types.
 
 use super::StoreError;
-use crate::domain::{ItemStatus, JobId, JobScope, JobState};
+use crate::domain::{ContentHash, ContextId, ItemId, ItemStatus, JobId, JobScope, JobState};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -9,22 +9,19 @@ use sqlx::any::AnyRow;
 /// One item, as `GET /v1/items/{id}` shows it (without its content).
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ItemRecord {
-    #[schema(value_type = crate::domain::ItemId)]
-    pub id: String,
-    #[schema(value_type = crate::domain::ContextId)]
-    pub context_id: String,
+    pub id: ItemId,
+    pub context_id: ContextId,
     pub status: ItemStatus,
     /// Attempts of the current content so far.
     pub attempts: i64,
     /// Why the last attempt failed.
     pub last_error: Option<String>,
     /// Hex SHA-256 of the current content.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
-    pub content_hash: String,
+    pub content_hash: ContentHash,
     /// The model of the stored vector, if any.
     pub embedded_model: Option<String>,
     /// The content hash the stored vector was made from.
-    pub embedded_hash: Option<String>,
+    pub embedded_hash: Option<ContentHash>,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
     /// Milliseconds since the Unix epoch.
@@ -37,15 +34,20 @@ pub(super) const ITEM_COLUMNS: &str = "id, context_id, status, attempts, last_er
 impl ItemRecord {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
         let status: String = row.try_get("status")?;
+        let id: String = row.try_get("id")?;
+        let context: String = row.try_get("context_id")?;
+        let corrupt = |e: crate::domain::ParseError| StoreError::Corrupt(e.0);
         Ok(Self {
-            id: row.try_get("id")?,
-            context_id: row.try_get("context_id")?,
-            status: ItemStatus::parse(&status).map_err(|e| StoreError::Corrupt(e.0))?,
+            id: ItemId::parse(id).map_err(corrupt)?,
+            context_id: ContextId::parse(context).map_err(corrupt)?,
+            status: ItemStatus::parse(&status).map_err(corrupt)?,
             attempts: row.try_get("attempts")?,
             last_error: row.try_get("last_error")?,
-            content_hash: row.try_get("content_hash")?,
+            content_hash: ContentHash::from_stored(row.try_get("content_hash")?),
             embedded_model: row.try_get("embedded_model")?,
-            embedded_hash: row.try_get("embedded_hash")?,
+            embedded_hash: row
+                .try_get::<Option<String>, _>("embedded_hash")?
+                .map(ContentHash::from_stored),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })

@@ -12,7 +12,7 @@
 
 use super::{SearchHit, VectorError, VectorPoint, VectorStore, point_id};
 use crate::config::VectorSettings;
-use crate::domain::{ContextId, ItemId};
+use crate::domain::{ContentHash, ContextId, ItemId};
 use qdrant_edge::{
     Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder,
     EdgeShard, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, JsonPath,
@@ -159,7 +159,7 @@ impl Shard {
         if vector.len() == self.dimension {
             return Ok(());
         }
-        Err(VectorError::Backend(format!(
+        Err(VectorError::Rejected(format!(
             "{what} has {} dimensions; the collection holds {}",
             vector.len(),
             self.dimension
@@ -242,9 +242,11 @@ impl VectorStore for EdgeVectorStore {
                 .map(|scored| {
                     let payload = scored.payload.map(|p| p.0).unwrap_or_default();
                     Ok(SearchHit {
-                        item_id: text(&payload, "item_id")?.to_owned(),
-                        context_id: text(&payload, "context_id")?.to_owned(),
-                        content_hash: text(&payload, "content_hash")?.to_owned(),
+                        item_id: parsed(&payload, "item_id", ItemId::parse)?,
+                        context_id: parsed(&payload, "context_id", ContextId::parse)?,
+                        content_hash: ContentHash::from_stored(
+                            text(&payload, "content_hash")?.to_owned(),
+                        ),
                         score: scored.score,
                     })
                 })
@@ -330,7 +332,7 @@ fn to_persisted(point: VectorPoint) -> PointStructPersisted {
     let mut payload = Map::new();
     payload.insert("item_id".into(), point.item_id.as_str().into());
     payload.insert("context_id".into(), point.context_id.as_str().into());
-    payload.insert("content_hash".into(), point.content_hash.into());
+    payload.insert("content_hash".into(), point.content_hash.as_str().into());
     payload.insert("model".into(), point.model.into());
     PointStructPersisted {
         id: edge_id(&point.item_id),
@@ -355,13 +357,22 @@ fn from_stored(
     }
     .ok_or_else(|| VectorError::Backend(format!("point of item {item} has no dense vector")))?;
     Ok(VectorPoint {
-        item_id: ItemId::parse(item).map_err(|e| VectorError::Backend(e.to_string()))?,
-        context_id: ContextId::parse(text(payload, "context_id")?)
-            .map_err(|e| VectorError::Backend(e.to_string()))?,
-        content_hash: text(payload, "content_hash")?.to_owned(),
+        item_id: parsed(payload, "item_id", ItemId::parse)?,
+        context_id: parsed(payload, "context_id", ContextId::parse)?,
+        content_hash: ContentHash::from_stored(text(payload, "content_hash")?.to_owned()),
         model: text(payload, "model")?.to_owned(),
         vector,
     })
+}
+
+/// A payload field parsed into its domain type.
+fn parsed<T>(
+    payload: &Map<String, Value>,
+    key: &str,
+    parse: impl FnOnce(String) -> Result<T, crate::domain::ParseError>,
+) -> Result<T, VectorError> {
+    parse(text(payload, key)?.to_owned())
+        .map_err(|e| VectorError::Backend(format!("stored point's {key}: {e}")))
 }
 
 fn text<'a>(payload: &'a Map<String, Value>, key: &str) -> Result<&'a str, VectorError> {

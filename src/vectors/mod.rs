@@ -12,8 +12,8 @@ mod qdrant_server;
 pub use edge::EdgeVectorStore;
 pub use qdrant_server::QdrantServerStore;
 
-use crate::config::{Secret, VectorSettings};
-use crate::domain::{ContextId, ItemId};
+use crate::config::{Secret, VectorBackend, VectorSettings};
+use crate::domain::{ContentHash, ContextId, ItemId};
 use std::sync::Arc;
 
 /// One item's vector with the payload stored beside it.
@@ -21,25 +21,29 @@ use std::sync::Arc;
 pub struct VectorPoint {
     pub item_id: ItemId,
     pub context_id: ContextId,
-    pub content_hash: String,
+    pub content_hash: ContentHash,
     pub model: String,
     pub vector: Vec<f32>,
 }
 
 /// A nearest neighbour.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchHit {
-    pub item_id: String,
-    pub context_id: String,
-    pub content_hash: String,
+    pub item_id: ItemId,
+    pub context_id: ContextId,
+    pub content_hash: ContentHash,
     pub score: f32,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum VectorError {
     /// The store cannot be reached or is busy: worth retrying.
     #[error("vector store unavailable: {0}")]
     Unavailable(String),
+    /// The store refused the point itself (a wrong dimension, an invalid payload): writing it
+    /// again cannot help.
+    #[error("the vector store refused the point: {0}")]
+    Rejected(String),
     /// The collection exists with another dimension: a start-up error, never retried.
     #[error(
         "collection {collection:?} holds vectors of dimension {found}, but the model produces {expected}; \
@@ -50,13 +54,16 @@ pub enum VectorError {
         expected: usize,
         found: usize,
     },
+    /// Any other error of the engine or the server. It may pass (a busy disk, a restarting
+    /// node), so a write that meets it is tried again, within the attempt limit.
     #[error("vector store: {0}")]
     Backend(String),
 }
 
 impl VectorError {
+    /// Whether writing the same points again may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+        matches!(self, Self::Unavailable(_) | Self::Backend(_))
     }
 }
 
@@ -105,10 +112,10 @@ pub async fn open(
     settings: &VectorSettings,
     api_key: Option<&Secret>,
 ) -> Result<Arc<dyn VectorStore>, VectorError> {
-    match settings.backend.as_str() {
-        "qdrant" => Ok(Arc::new(
+    match settings.backend {
+        VectorBackend::Qdrant => Ok(Arc::new(
             QdrantServerStore::connect(settings, api_key).await?,
         )),
-        _ => Ok(Arc::new(EdgeVectorStore::open(settings)?)),
+        VectorBackend::Edge => Ok(Arc::new(EdgeVectorStore::open(settings)?)),
     }
 }

@@ -10,7 +10,7 @@
 
 use super::{SearchHit, VectorError, VectorPoint, VectorStore, point_id};
 use crate::config::{Secret, VectorSettings};
-use crate::domain::{ContextId, ItemId};
+use crate::domain::{ContentHash, ContextId, ItemId};
 use qdrant_client::qdrant::vector_output::Vector as OutputVector;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
 use qdrant_client::qdrant::{
@@ -21,7 +21,6 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// The payload field searches filter on.
 const CONTEXT_FIELD: &str = "context_id";
@@ -41,7 +40,7 @@ impl QdrantServerStore {
         settings: &VectorSettings,
         api_key: Option<&Secret>,
     ) -> Result<Self, VectorError> {
-        let timeout = Duration::from_millis(settings.timeout_ms);
+        let timeout = settings.timeout;
         let client = Qdrant::from_url(&settings.url)
             .api_key(api_key.map(|key| key.expose().to_owned()))
             .timeout(timeout)
@@ -177,7 +176,7 @@ fn to_point_struct(point: VectorPoint) -> PointStruct {
     let mut payload = Payload::new();
     payload.insert("item_id", point.item_id.as_str());
     payload.insert("context_id", point.context_id.as_str());
-    payload.insert("content_hash", point.content_hash);
+    payload.insert("content_hash", point.content_hash.as_str());
     payload.insert("model", point.model);
     PointStruct::new(server_point_id(&point.item_id), point.vector, payload)
 }
@@ -191,9 +190,9 @@ fn context_filter(context: &ContextId) -> Filter {
 
 fn hit_from_scored(scored: &ScoredPoint) -> Result<SearchHit, VectorError> {
     Ok(SearchHit {
-        item_id: text(&scored.payload, "item_id")?.to_owned(),
-        context_id: text(&scored.payload, "context_id")?.to_owned(),
-        content_hash: text(&scored.payload, "content_hash")?.to_owned(),
+        item_id: parsed(&scored.payload, "item_id", ItemId::parse)?,
+        context_id: parsed(&scored.payload, "context_id", ContextId::parse)?,
+        content_hash: ContentHash::from_stored(text(&scored.payload, "content_hash")?.to_owned()),
         score: scored.score,
     })
 }
@@ -209,13 +208,22 @@ fn point_from_retrieved(point: &RetrievedPoint) -> Result<VectorPoint, VectorErr
         }
     };
     Ok(VectorPoint {
-        item_id: ItemId::parse(item).map_err(|e| VectorError::Backend(e.to_string()))?,
-        context_id: ContextId::parse(text(&point.payload, "context_id")?)
-            .map_err(|e| VectorError::Backend(e.to_string()))?,
-        content_hash: text(&point.payload, "content_hash")?.to_owned(),
+        item_id: parsed(&point.payload, "item_id", ItemId::parse)?,
+        context_id: parsed(&point.payload, "context_id", ContextId::parse)?,
+        content_hash: ContentHash::from_stored(text(&point.payload, "content_hash")?.to_owned()),
         model: text(&point.payload, "model")?.to_owned(),
         vector,
     })
+}
+
+/// A payload field parsed into its domain type.
+fn parsed<T>(
+    payload: &HashMap<String, Value>,
+    key: &str,
+    parse: impl FnOnce(String) -> Result<T, crate::domain::ParseError>,
+) -> Result<T, VectorError> {
+    parse(text(payload, key)?.to_owned())
+        .map_err(|e| VectorError::Backend(format!("stored point's {key}: {e}")))
 }
 
 fn text<'a>(payload: &'a HashMap<String, Value>, key: &str) -> Result<&'a str, VectorError> {
@@ -260,6 +268,7 @@ const CANCELLED: i32 = 1;
 const UNKNOWN: i32 = 2;
 const DEADLINE_EXCEEDED: i32 = 4;
 const RESOURCE_EXHAUSTED: i32 = 8;
+const INVALID_ARGUMENT: i32 = 3;
 const ABORTED: i32 = 10;
 const INTERNAL: i32 = 13;
 const UNAVAILABLE: i32 = 14;
@@ -276,21 +285,29 @@ fn is_transient_status(code: i32, message: &str) -> bool {
     }
 }
 
+/// The error of a gRPC answer with status `code`.
+fn status_error(code: i32, name: &str, message: &str) -> VectorError {
+    let text = format!("qdrant: {name}: {message}");
+    if is_transient_status(code, message) {
+        VectorError::Unavailable(text)
+    } else if code == INVALID_ARGUMENT {
+        VectorError::Rejected(text)
+    } else {
+        VectorError::Backend(text)
+    }
+}
+
 fn map_error(error: QdrantError) -> VectorError {
-    let (transient, message) = match &error {
-        QdrantError::ResponseError { status } => (
-            is_transient_status(i32::from(status.code()), status.message()),
-            format!("{:?}: {}", status.code(), status.message()),
+    match &error {
+        QdrantError::ResponseError { status } => status_error(
+            i32::from(status.code()),
+            &format!("{:?}", status.code()),
+            status.message(),
         ),
         QdrantError::ResourceExhaustedError { .. } | QdrantError::Io(_) => {
-            (true, error.to_string())
+            VectorError::Unavailable(format!("qdrant: {error}"))
         }
-        _ => (false, error.to_string()),
-    };
-    if transient {
-        VectorError::Unavailable(format!("qdrant: {message}"))
-    } else {
-        VectorError::Backend(format!("qdrant: {message}"))
+        _ => VectorError::Backend(format!("qdrant: {error}")),
     }
 }
 
@@ -308,7 +325,7 @@ mod tests {
         VectorPoint {
             item_id: ItemId::parse("doc-1").unwrap(),
             context_id: ContextId::parse("ctx-a").unwrap(),
-            content_hash: "abc123".into(),
+            content_hash: ContentHash::from_stored("abc123".into()),
             model: "m1".into(),
             vector: vec![0.6, 0.8],
         }
@@ -390,9 +407,9 @@ mod tests {
         assert_eq!(
             hit,
             SearchHit {
-                item_id: "doc-1".into(),
-                context_id: "ctx-a".into(),
-                content_hash: "abc123".into(),
+                item_id: ItemId::parse("doc-1").unwrap(),
+                context_id: ContextId::parse("ctx-a").unwrap(),
+                content_hash: ContentHash::from_stored("abc123".into()),
                 score: 0.93,
             }
         );
@@ -466,13 +483,20 @@ mod tests {
         assert!(map_error(io).is_transient());
         let conversion = QdrantError::ConversionError("bad".into());
         assert!(matches!(map_error(conversion), VectorError::Backend(_)));
+        let invalid = status_error(
+            INVALID_ARGUMENT,
+            "InvalidArgument",
+            "wrong vector dimension",
+        );
+        assert!(matches!(invalid, VectorError::Rejected(_)) && !invalid.is_transient());
+        assert!(status_error(UNAVAILABLE, "Unavailable", "down").is_transient());
     }
 
     #[tokio::test]
     async fn connect_sends_nothing_and_keeps_the_key_out_of_errors() {
         let mut settings = crate::config::Settings::defaults().vectors;
         settings.url = "http://127.0.0.1:1".into();
-        settings.timeout_ms = 500;
+        settings.timeout = std::time::Duration::from_millis(500);
         let key = Secret::new("super-secret-key");
         let store = QdrantServerStore::connect(&settings, Some(&key))
             .await

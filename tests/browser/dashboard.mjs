@@ -26,10 +26,11 @@ try {
   if (final !== 100) throw new Error(`progress bar stopped at ${final}%`);
   const row = dead ? page.locator(`tr[data-dead="${dead}"]`) : page.locator('tr[data-dead]').first();
   await row.waitFor({ timeout: 10000 });
+  const clicked = await row.getAttribute('data-dead');
   await row.locator('button.requeue').click();
   await row.waitFor({ state: 'detached', timeout: 15000 });
   await page.screenshot({ path: shot, fullPage: true });
-  console.log(JSON.stringify({ ok: true, percents_seen: [...seen].sort((a, b) => a - b) }));
+  console.log(JSON.stringify({ ok: true, requeued: clicked, percents_seen: [...seen].sort((a, b) => a - b) }));
 } finally {
   await browser.close();
 }

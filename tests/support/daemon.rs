@@ -15,15 +15,23 @@ pub fn owned_env<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec
 pub struct Daemon {
     pub port: u16,
     env: Vec<(String, String)>,
+    binary: std::path::PathBuf,
     child: Option<Child>,
 }
 
 impl Daemon {
-    /// Starts `embedq serve` with `EMBEDQ__…` variables and waits for `/healthz`.
+    /// Starts `embedq serve` (the binary cargo built for the tests) with `EMBEDQ__…` variables
+    /// and waits for it to listen.
     pub fn start(env: Vec<(String, String)>) -> Self {
+        Self::start_binary(env!("CARGO_BIN_EXE_embedq").into(), env)
+    }
+
+    /// [`Daemon::start`] with another build of the binary (a bench's release build).
+    pub fn start_binary(binary: std::path::PathBuf, env: Vec<(String, String)>) -> Self {
         let mut d = Self {
             port: super::free_port(),
             env,
+            binary,
             child: None,
         };
         d.spawn();
@@ -31,7 +39,7 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_embedq"));
+        let mut cmd = Command::new(&self.binary);
         cmd.arg("serve")
             .env("EMBEDQ__SERVER__LISTEN", format!("127.0.0.1:{}", self.port))
             .env_remove("EMBEDQ_ENV")
@@ -109,4 +117,40 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The binary users run, for benchmarks: `cargo build --release --bin embedq` in a target
+/// directory of its own (a `cargo bench` build carries the tests' fault points, through the
+/// crate's dev-dependency on itself), checked by its `--version` to be a build without them.
+/// The first call builds it (minutes, once); later calls find it up to date.
+pub fn release_binary() -> std::path::PathBuf {
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp
+        .parent()
+        .expect("the target directory")
+        .join("bench-release");
+    eprintln!(
+        "building the release binary without test features into {}",
+        target.display()
+    );
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "--locked", "--bin", "embedq"])
+        .arg("--target-dir")
+        .arg(&target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --release failed: {status}");
+    let binary = target.join("release/embedq");
+    let version = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .expect("run embedq --version");
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    assert!(
+        !version.contains("fault-injection"),
+        "the benchmarked binary must be the one users run, not a test build: {version}"
+    );
+    eprintln!("benchmarking {} ({})", binary.display(), version.trim());
+    binary
 }

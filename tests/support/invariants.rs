@@ -4,24 +4,27 @@
 //! - every item in each checked job's scope is in a final state (COMPLETED or FAILED), unless
 //!   the job was cancelled;
 //! - each job is final, planned, and its counters are exact: completed + failed + skipped ==
-//!   total == its per-item outcome rows, counted by outcome, and == the items of its scope;
+//!   total == its per-item outcome rows, counted by outcome, and == the items of its scope
+//!   (for `failed` and `stale_model` jobs, the scope the test recorded when it made the job);
 //!   COMPLETED iff nothing failed;
-//! - the vector store holds one point per item with a stored embedding, and each COMPLETED item's
-//!   point holds the mock provider's vector of its current content (the mock's vectors are
-//!   SHA-256 of the text, [`MockProvider::vector_for`]) with its content hash and model;
-//! - no item used more attempts than the configured maximum (retries + 1);
-//! - every FAILED outcome counted has exactly one dead letter with its reason, and every dead
-//!   letter has a reason;
-//! - nothing is left behind: no task pending, queued or waiting for a retry;
-//! - the provider's audit: how many inputs were embedded more than once (returned, so each
-//!   scenario prints it with its reason).
+//! - the vector store holds one point per COMPLETED item and no other, each with the mock
+//!   provider's vector of its current content (the mock's vectors are SHA-256 of the text,
+//!   [`MockProvider::vector_for`]), its content hash and the model;
+//! - attempts within bounds: no item used more than the configured maximum (retries + 1), and
+//!   an item embedded used at least one;
+//! - every FAILED outcome counted has exactly one dead letter, whose reason and attempts are
+//!   the item's, and every dead letter has a reason;
+//! - nothing is left behind: no job entry or task pending, queued or waiting for a retry;
+//! - the provider's audit: how many inputs were embedded more than once, asserted against what
+//!   the scenario expects ([`Report::expect`]).
 //!
-//! It collects every violation and panics once, listing them all.
+//! A failure to read any of it (Redis, SQL, the vector store) fails the check; it never reads
+//! as "nothing there". It collects every violation and panics once, listing them all.
 
 use super::mock_provider::{Audit, MockProvider};
 use super::{TEST_DIMENSION, TestApp};
 use embedq::domain::{ContentHash, ItemId, JobId, JobScope, JobState};
-use embedq::queue::{DeadLetters, Keys, PIPELINE_GROUP};
+use embedq::queue::{DeadLetters, Keys, PIPELINE_GROUP, PLANNER_GROUP};
 use embedq::store::Store;
 use embedq::vectors::VectorStore;
 use redis::aio::ConnectionManager;
@@ -39,6 +42,25 @@ pub struct Scene<'a> {
     pub max_retries: u32,
     /// `embedding.model` of the daemon.
     pub model: &'a str,
+}
+
+/// How many inputs a scenario may embed twice, and why.
+#[derive(Debug, Clone)]
+pub enum Duplicates {
+    /// None may be: the reason says why.
+    Zero(String),
+    /// At most this many, for the reason given.
+    AtMost(u64, String),
+}
+
+impl Duplicates {
+    pub fn zero(why: impl Into<String>) -> Self {
+        Self::Zero(why.into())
+    }
+
+    pub fn at_most(n: u64, why: impl Into<String>) -> Self {
+        Self::AtMost(n, why.into())
+    }
 }
 
 /// What the check found (all invariants held, or it panicked).
@@ -59,10 +81,14 @@ pub struct Report {
 }
 
 impl Report {
-    /// One line for the scenario's output: the duplicate count and why it is what it is.
-    pub fn print(&self, scenario: &str, why: &str) {
+    /// Prints the scenario's line and asserts its duplicate count is what it expects.
+    pub fn expect(&self, scenario: &str, duplicates: Duplicates) {
+        let (bound, why) = match &duplicates {
+            Duplicates::Zero(why) => (0, why.as_str()),
+            Duplicates::AtMost(n, why) => (*n, why.as_str()),
+        };
         println!(
-            "[{scenario}] invariants hold: {} items ({} completed, {} failed, {} skipped), {} points, max attempts {}, {} dead letters ({} malformed entries); duplicates: {} — {why}",
+            "[{scenario}] invariants hold: {} items ({} completed, {} failed, {} skipped), {} points, max attempts {}, {} dead letters ({} malformed entries); duplicates: {} (at most {bound}: {why})",
             self.items,
             self.completed,
             self.failed,
@@ -72,6 +98,11 @@ impl Report {
             self.dead_letters,
             self.malformed_dead_letters,
             self.duplicates,
+        );
+        assert!(
+            self.duplicates <= bound,
+            "[{scenario}] {} inputs embedded twice; expected at most {bound} ({why})",
+            self.duplicates
         );
     }
 }
@@ -126,37 +157,52 @@ async fn job_items(store: &Store, job: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Entries of the tasks stream still pending, entries on it, and retries waiting.
-async fn leftovers(redis: &mut ConnectionManager, keys: &Keys) -> (u64, u64, u64) {
-    let pending: redis::Value = redis::cmd("XPENDING")
-        .arg(keys.tasks_stream())
-        .arg(PIPELINE_GROUP)
+/// Entries pending in a group; a missing stream or group counts as none pending (it was never
+/// created, or Redis restarted), any other error fails the check.
+async fn pending(redis: &mut ConnectionManager, stream: &str, group: &str) -> u64 {
+    let reply: Result<redis::Value, redis::RedisError> = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
         .query_async(redis)
-        .await
-        .unwrap_or(redis::Value::Nil);
-    let pending = match pending {
-        redis::Value::Array(v) => match v.first() {
+        .await;
+    match reply {
+        Ok(redis::Value::Array(v)) => match v.first() {
             Some(redis::Value::Int(n)) => *n as u64,
-            _ => 0,
+            other => panic!("XPENDING {stream} {group}: unexpected reply {other:?}"),
         },
-        _ => 0,
-    };
-    let on_stream: u64 = redis::cmd("XLEN")
+        Ok(other) => panic!("XPENDING {stream} {group}: unexpected reply {other:?}"),
+        Err(e) if e.code() == Some("NOGROUP") => 0,
+        Err(e) => panic!("XPENDING {stream} {group}: {e}"),
+    }
+}
+
+/// What is still queued: (job entries pending, on the jobs stream, tasks pending, on the tasks
+/// stream, retries waiting).
+async fn leftovers(redis: &mut ConnectionManager, keys: &Keys) -> [u64; 5] {
+    let jobs_pending = pending(redis, &keys.jobs_stream(), PLANNER_GROUP).await;
+    let tasks_pending = pending(redis, &keys.tasks_stream(), PIPELINE_GROUP).await;
+    let (jobs, tasks, retries): (u64, u64, u64) = redis::pipe()
+        .cmd("XLEN")
+        .arg(keys.jobs_stream())
+        .cmd("XLEN")
         .arg(keys.tasks_stream())
-        .query_async(redis)
-        .await
-        .unwrap_or(0);
-    let retries: u64 = redis::cmd("ZCARD")
+        .cmd("ZCARD")
         .arg(keys.retries())
         .query_async(redis)
         .await
-        .unwrap_or(0);
-    (pending, on_stream, retries)
+        .expect("read queue lengths (XLEN, ZCARD)");
+    [jobs_pending, jobs, tasks_pending, tasks, retries]
 }
 
-/// Checks every invariant for `jobs` (ids); `audit` is the mock provider's, when one was used.
-/// Panics listing every violation; returns the figures otherwise.
-pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> Report {
+/// Checks every invariant for `jobs` (ids); `scopes` gives the item ids of jobs whose scope
+/// the end state cannot tell (`failed`, `stale_model`); `audit` is the mock provider's, when
+/// one was used. Panics listing every violation; returns the figures otherwise.
+pub async fn check(
+    scene: &Scene<'_>,
+    jobs: &[&str],
+    scopes: &HashMap<String, HashSet<String>>,
+    audit: Option<&Audit>,
+) -> Report {
     let mut problems: Vec<String> = Vec::new();
     let mut report = Report::default();
     let mut redis = scene.redis.clone();
@@ -164,14 +210,14 @@ pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> R
     // Nothing left behind (acknowledgement follows the commit that finished the job, so wait).
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut left = leftovers(&mut redis, scene.keys).await;
-    while left != (0, 0, 0) && Instant::now() < deadline {
+    while left != [0; 5] && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         left = leftovers(&mut redis, scene.keys).await;
     }
-    if left != (0, 0, 0) {
+    if left != [0; 5] {
         problems.push(format!(
-            "left behind: {} tasks pending, {} on the tasks stream, {} retries waiting",
-            left.0, left.1, left.2
+            "left behind: {} job entries pending, {} on the jobs stream, {} tasks pending, {} on the tasks stream, {} retries waiting",
+            left[0], left[1], left[2], left[3], left[4]
         ));
     }
 
@@ -181,7 +227,7 @@ pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> R
         .all()
         .await
         .expect("read dead letters");
-    let mut dead_items: HashMap<(String, String), usize> = HashMap::new();
+    let mut dead_items: HashMap<(String, String), Vec<&embedq::queue::DeadLetter>> = HashMap::new();
     for d in &dead {
         if d.reason.trim().is_empty() {
             problems.push(format!("dead letter {} has no reason", d.id));
@@ -191,7 +237,7 @@ pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> R
                 d.job_id.clone().unwrap_or_default(),
                 d.item_id.clone().unwrap_or_default(),
             );
-            *dead_items.entry(key).or_default() += 1;
+            dead_items.entry(key).or_default().push(d);
         } else {
             report.malformed_dead_letters += 1;
         }
@@ -264,53 +310,86 @@ pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> R
                     Some(item_ids.iter().map(|i| i.as_str().to_owned()).collect())
                 }
                 JobScope::All => Some(items.keys().cloned().collect()),
-                _ => None,
+                JobScope::Failed | JobScope::StaleModel => scopes.get(job).cloned(),
             };
             let rows_ids: HashSet<String> = rows.iter().map(|(i, _)| i.clone()).collect();
-            if let Some(scope) = scope {
-                if record.total != scope.len() as i64 {
-                    problems.push(format!(
-                        "job {job}: total {} but its scope holds {} items",
-                        record.total,
-                        scope.len()
-                    ));
+            match scope {
+                Some(scope) => {
+                    if record.total != scope.len() as i64 {
+                        problems.push(format!(
+                            "job {job}: total {} but its scope holds {} items",
+                            record.total,
+                            scope.len()
+                        ));
+                    }
+                    let missing: Vec<&String> = scope.difference(&rows_ids).take(5).collect();
+                    if !missing.is_empty() {
+                        problems.push(format!(
+                            "job {job}: items of its scope without an outcome, e.g. {missing:?}"
+                        ));
+                    }
+                    let extra: Vec<&String> = rows_ids.difference(&scope).take(5).collect();
+                    if !extra.is_empty() {
+                        problems.push(format!(
+                            "job {job}: outcomes of items outside its scope, e.g. {extra:?}"
+                        ));
+                    }
                 }
-                let missing: Vec<&String> = scope.difference(&rows_ids).take(5).collect();
-                if !missing.is_empty() {
-                    problems.push(format!(
-                        "job {job}: items of its scope without an outcome, e.g. {missing:?}"
-                    ));
-                }
+                None => problems.push(format!(
+                    "job {job} ({}): give its scope as recorded when it was made (Scopes)",
+                    record.scope.kind()
+                )),
             }
             in_scope.extend(rows_ids);
         }
-        // Each FAILED outcome counted has exactly one dead letter naming the job and item.
+        // Each FAILED outcome counted has exactly one dead letter naming the job and item, with
+        // the item's reason and attempts while it is still FAILED.
         for (item, outcome) in &rows {
             let letters = dead_items
                 .remove(&(job.to_owned(), item.clone()))
-                .unwrap_or(0);
-            match (outcome.as_str(), letters) {
-                ("FAILED", 1) => {}
-                ("FAILED", n) => problems.push(format!(
-                    "job {job}: item {item} FAILED with {n} dead letters (want 1)"
+                .unwrap_or_default();
+            match (outcome.as_str(), letters.as_slice()) {
+                ("FAILED", [letter]) => {
+                    if let Some(row) = items.get(item)
+                        && row.status == "FAILED"
+                    {
+                        if letter.attempts.map(i64::from) != Some(row.attempts) {
+                            problems.push(format!(
+                                "item {item}: its dead letter says {:?} attempts, the item {}",
+                                letter.attempts, row.attempts
+                            ));
+                        }
+                        if row.last_error.as_deref() != Some(letter.reason.as_str()) {
+                            problems.push(format!(
+                                "item {item}: its dead letter says {:?}, the item {:?}",
+                                letter.reason, row.last_error
+                            ));
+                        }
+                    }
+                }
+                ("FAILED", letters) => problems.push(format!(
+                    "job {job}: item {item} FAILED with {} dead letters (want 1)",
+                    letters.len()
                 )),
-                (_, 0) => {}
-                (o, n) => problems.push(format!(
-                    "job {job}: item {item} counted {o} but has {n} dead letters"
+                (_, []) => {}
+                (o, letters) => problems.push(format!(
+                    "job {job}: item {item} counted {o} but has {} dead letters",
+                    letters.len()
                 )),
             }
         }
     }
     let checked: HashSet<&str> = jobs.iter().copied().collect();
-    for ((job, item), n) in &dead_items {
+    for ((job, item), letters) in &dead_items {
         if checked.contains(job.as_str()) {
             problems.push(format!(
-                "{n} dead letters for item {item} of job {job}, which was not counted FAILED"
+                "{} dead letters for item {item} of job {job}, which was not counted FAILED",
+                letters.len()
             ));
         }
     }
 
-    // Items: final, attempts within the limit, a reason for each failure.
+    // Items: final, attempts within bounds, a reason for each failure.
     for id in &in_scope {
         let Some(item) = items.get(id) else { continue };
         match item.status.as_str() {
@@ -333,23 +412,40 @@ pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> R
                 item.id, item.attempts
             ));
         }
+        if item.status == "COMPLETED" && item.attempts < 1 {
+            problems.push(format!(
+                "item {} is COMPLETED with {} attempts",
+                item.id, item.attempts
+            ));
+        }
     }
 
-    // Vectors: one point per item with a stored embedding; completed items hold the vector of
-    // their current content.
+    // Vectors: one point per COMPLETED item and no other, each the vector of its current
+    // content.
     report.points = scene.vectors.count().await.expect("count points");
-    let embedded: Vec<&ItemRow> = items
-        .values()
-        .filter(|i| i.embedded_hash.is_some())
-        .collect();
-    if report.points != embedded.len() as u64 {
+    let completed: Vec<&ItemRow> = items.values().filter(|i| i.status == "COMPLETED").collect();
+    if report.points != completed.len() as u64 {
         problems.push(format!(
-            "{} points for {} items with a stored embedding",
+            "{} points for {} COMPLETED items",
             report.points,
-            embedded.len()
+            completed.len()
         ));
     }
-    for chunk in embedded.chunks(500) {
+    let others: Vec<ItemId> = items
+        .values()
+        .filter(|i| i.status != "COMPLETED")
+        .map(|i| ItemId::parse(i.id.clone()).unwrap())
+        .collect();
+    for chunk in others.chunks(500) {
+        for p in scene.vectors.get(chunk).await.expect("read points") {
+            problems.push(format!(
+                "item {} is {} but has a point",
+                p.item_id,
+                items[p.item_id.as_str()].status
+            ));
+        }
+    }
+    for chunk in completed.chunks(500) {
         let ids: Vec<ItemId> = chunk
             .iter()
             .map(|i| ItemId::parse(i.id.clone()).unwrap())
@@ -364,12 +460,9 @@ pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> R
             .collect();
         for item in chunk {
             let Some(point) = points.get(&item.id) else {
-                problems.push(format!("item {} ({}) has no point", item.id, item.status));
+                problems.push(format!("item {} is COMPLETED but has no point", item.id));
                 continue;
             };
-            if item.status != "COMPLETED" {
-                continue;
-            }
             if item.embedded_hash.as_deref() != Some(item.content_hash.as_str())
                 || item.embedded_model.as_deref() != Some(scene.model)
             {
@@ -378,9 +471,8 @@ pub async fn check(scene: &Scene<'_>, jobs: &[&str], audit: Option<&Audit>) -> R
                     item.id, item.embedded_hash, item.embedded_model, item.content_hash
                 ));
             }
-            if point.content_hash != item.content_hash
-                || point.content_hash != ContentHash::of(&item.content).as_str()
-            {
+            let current = ContentHash::of(&item.content);
+            if point.content_hash.as_str() != item.content_hash || point.content_hash != current {
                 problems.push(format!(
                     "point of {} holds hash {}, the content's is {}",
                     item.id, point.content_hash, item.content_hash
@@ -439,7 +531,19 @@ impl TestApp {
 
     /// Checks every invariant for `jobs` (see [`check`]).
     pub async fn check_invariants(&self, jobs: &[&str], mock: Option<&MockProvider>) -> Report {
+        self.check_invariants_with(jobs, &HashMap::new(), mock)
+            .await
+    }
+
+    /// [`TestApp::check_invariants`] with the recorded scopes of `failed` or `stale_model`
+    /// jobs.
+    pub async fn check_invariants_with(
+        &self,
+        jobs: &[&str],
+        scopes: &HashMap<String, HashSet<String>>,
+        mock: Option<&MockProvider>,
+    ) -> Report {
         let audit = mock.map(|m| m.audit());
-        check(&self.scene(), jobs, audit.as_ref()).await
+        check(&self.scene(), jobs, scopes, audit.as_ref()).await
     }
 }

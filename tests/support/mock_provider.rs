@@ -68,6 +68,8 @@ pub struct MockScript {
     pub retry_after_on_429: bool,
     /// The next N valid requests get a 429 regardless of limits (decrements).
     pub storm_429: u32,
+    /// Then the next N valid requests get a 503 (decrements).
+    pub storm_5xx: u32,
     /// Every request gets 429 `insufficient_quota`.
     pub insufficient_quota: bool,
     /// Probability of a 500, 502 or 503.
@@ -94,6 +96,7 @@ impl Default for MockScript {
             tokens_per_minute: None,
             retry_after_on_429: true,
             storm_429: 0,
+            storm_5xx: 0,
             insufficient_quota: false,
             server_error_ratio: 0.0,
             hang_ratio: 0.0,
@@ -113,12 +116,17 @@ pub struct Audit {
     /// Every `POST /v1/embeddings` received, whatever its fate.
     pub requests: u64,
     pub by_status: BTreeMap<u16, u64>,
+    /// Inputs of the valid requests answered with each status.
+    pub inputs_by_status: BTreeMap<u16, u64>,
     /// Input text -> times it was returned embedded in a well-formed 200.
     pub embedded: HashMap<String, u32>,
     /// Inputs in well-formed 200 responses.
     pub inputs_embedded: u64,
     /// Tokens in well-formed 200 responses.
     pub tokens_embedded: u64,
+    /// Each well-formed 200: when it was answered (ms since the mock started), its inputs and
+    /// its tokens — what the provider itself saw, for rates over a window.
+    pub embedded_log: Vec<(u64, u32, u64)>,
     /// Arrival of every request, in ms since the mock started.
     pub request_times_ms: Vec<u64>,
     /// Most requests in flight at once.
@@ -269,6 +277,8 @@ struct Decision {
     reply: Reply,
     delay: Duration,
     rate_headers: Vec<(&'static str, String)>,
+    /// Inputs of the request (0 when it was not valid).
+    inputs: usize,
 }
 
 enum Reply {
@@ -323,6 +333,7 @@ impl Shared {
                 reply: Reply::Error(error),
                 delay: script.latency,
                 rate_headers: lock(&self.control).rate_headers(Instant::now()),
+                inputs: 0,
             },
         }
     }
@@ -354,10 +365,11 @@ impl Shared {
                 (StatusCode::OK, broken_list(request, *breakage), None)
             }
         };
-        *lock(&self.audit)
-            .by_status
-            .entry(status.as_u16())
-            .or_default() += 1;
+        {
+            let mut audit = lock(&self.audit);
+            *audit.by_status.entry(status.as_u16()).or_default() += 1;
+            *audit.inputs_by_status.entry(status.as_u16()).or_default() += decision.inputs as u64;
+        }
         let mut headers = decision.rate_headers;
         if let Some(wait) = retry_after {
             let ms = ceil_millis(wait);
@@ -382,6 +394,10 @@ impl Shared {
         }
         audit.inputs_embedded += request.inputs.len() as u64;
         audit.tokens_embedded += request.total_tokens();
+        let at = self.started.elapsed().as_millis() as u64;
+        audit
+            .embedded_log
+            .push((at, request.inputs.len() as u32, request.total_tokens()));
     }
 }
 
@@ -417,9 +433,13 @@ impl Control {
         let limits = self.limits();
         self.window.prune(now);
         let mut delay = self.script.latency;
+        let inputs = request.inputs.len();
         let reply = if self.script.storm_429 > 0 {
             self.script.storm_429 -= 1;
             Reply::Error(ApiError::storm())
+        } else if self.script.storm_5xx > 0 {
+            self.script.storm_5xx -= 1;
+            Reply::Error(ApiError::server_error(503))
         } else if let Err(limited) = self.window.admit(now, request.total_tokens(), limits) {
             Reply::Error(ApiError::rate_limited(&request.model, &limited))
         } else {
@@ -437,6 +457,7 @@ impl Control {
             reply,
             delay,
             rate_headers: self.rate_headers(now),
+            inputs,
         }
     }
 

@@ -86,19 +86,19 @@ pub fn test_settings(database_url: &str, vectors_dir: &std::path::Path) -> Setti
     s.server.listen = "127.0.0.1:0".parse().unwrap();
     s.database.url = database_url.to_owned();
     s.vectors.path = vectors_dir.display().to_string();
-    s.embedding.provider = "openai".into();
+    s.embedding.provider = embedq::config::Provider::Openai;
     s.embedding.model = "text-embedding-3-small".into();
     s.embedding.dimension = TEST_DIMENSION;
     s.embedding.base_url = format!("http://127.0.0.1:{}/v1", free_port());
-    s.embedding.timeout_ms = 5_000;
-    s.retry.base_backoff_ms = 50;
-    s.retry.max_backoff_ms = 1_000;
-    s.pipeline.status_flush_ms = 20;
+    s.embedding.timeout = Duration::from_millis(5_000);
+    s.retry.base_backoff = Duration::from_millis(50);
+    s.retry.max_backoff = Duration::from_millis(1_000);
+    s.pipeline.status_flush = Duration::from_millis(20);
     s.database.max_connections = 4;
     s.redis.url = redis_url();
     s.redis.prefix = format!("embedq-test-{}", uuid::Uuid::new_v4().simple());
-    s.queue.block_ms = 200;
-    s.queue.visibility_timeout_ms = 3_000;
+    s.queue.block = Duration::from_millis(200);
+    s.queue.visibility_timeout = Duration::from_millis(3_000);
     s
 }
 
@@ -292,6 +292,19 @@ impl TestApp {
             .unwrap()
             .iter()
             .map(|r| (r.try_get("status").unwrap(), r.try_get("n").unwrap()))
+            .collect()
+    }
+
+    /// Ids of the items in `status` now (the scope a `failed` job will have, say).
+    pub async fn items_with_status(&self, status: &str) -> std::collections::HashSet<String> {
+        use sqlx::Row;
+        sqlx::query("SELECT id FROM items WHERE status = $1")
+            .bind(status.to_owned())
+            .fetch_all(self.store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get("id").unwrap())
             .collect()
     }
 
@@ -498,6 +511,12 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Items a daemon with these settings holds in memory at most (task credits × items per task):
+/// the bound on what a crash can make it embed again.
+pub fn held_items(s: &Settings) -> u64 {
+    (s.queue.task_credits * s.planner.task_size) as u64
 }
 
 /// Runs one scenario on PostgreSQL and on SQLite, as two tests.

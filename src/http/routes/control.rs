@@ -1,9 +1,8 @@
-//! Control verbs: pause and resume intake. They send a message to the supervisor and return at
-//! once; the control surface never waits on the pipeline.
+//! Control verbs: pause and resume intake, and the actor tree. Pausing and resuming flip the
+//! pipeline gate and return at once; the control surface never waits on the pipeline.
 
-use crate::actors::SupervisorMsg;
-use crate::http::openapi::responses::{Unauthorized, Unavailable};
-use crate::http::{ApiError, AppState};
+use crate::http::AppState;
+use crate::http::responses::Unauthorized;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -30,29 +29,20 @@ pub enum IntakeVerb {
     tag = "control",
     summary = "Pause intake",
     responses(
-        (status = 202, description = "The supervisor was told to pause intake.", body = IntakeAnswer,
+        (status = 202, description = "Intake is pausing.", body = IntakeAnswer,
             example = json!({"intake": "pausing"})),
         (status = 401, response = Unauthorized),
-        (status = 503, response = Unavailable),
     ),
     security(("bearer" = [])),
 )]
-pub async fn pause(
-    State(app): State<AppState>,
-) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
-    tell_intake(&app, SupervisorMsg::PauseIntake, IntakeVerb::Pausing)
-}
-
-/// Sends one intake verb to the supervisor and answers at once.
-fn tell_intake(
-    app: &AppState,
-    message: SupervisorMsg,
-    verb: IntakeVerb,
-) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
-    app.supervisor
-        .cast(message)
-        .map_err(|_| ApiError::unavailable("the pipeline is stopping"))?;
-    Ok((StatusCode::ACCEPTED, Json(IntakeAnswer { intake: verb })))
+pub async fn pause(State(app): State<AppState>) -> (StatusCode, Json<IntakeAnswer>) {
+    app.pipeline.gate.pause();
+    (
+        StatusCode::ACCEPTED,
+        Json(IntakeAnswer {
+            intake: IntakeVerb::Pausing,
+        }),
+    )
 }
 
 /// Resumes intake; also clears a pause caused by a bad key or an exhausted quota.
@@ -62,17 +52,20 @@ fn tell_intake(
     tag = "control",
     summary = "Resume intake",
     responses(
-        (status = 202, description = "The supervisor was told to resume intake.", body = IntakeAnswer,
+        (status = 202, description = "Intake is resuming.", body = IntakeAnswer,
             example = json!({"intake": "resuming"})),
         (status = 401, response = Unauthorized),
-        (status = 503, response = Unavailable),
     ),
     security(("bearer" = [])),
 )]
-pub async fn resume(
-    State(app): State<AppState>,
-) -> Result<(StatusCode, Json<IntakeAnswer>), ApiError> {
-    tell_intake(&app, SupervisorMsg::ResumeIntake, IntakeVerb::Resuming)
+pub async fn resume(State(app): State<AppState>) -> (StatusCode, Json<IntakeAnswer>) {
+    app.pipeline.gate.resume();
+    (
+        StatusCode::ACCEPTED,
+        Json(IntakeAnswer {
+            intake: IntakeVerb::Resuming,
+        }),
+    )
 }
 
 /// The supervision tree.
@@ -128,8 +121,8 @@ pub struct ChildView {
     security(("bearer" = [])),
 )]
 pub async fn actors(State(app): State<AppState>) -> Json<ActorTree> {
-    let children: Vec<ChildView> = app
-        .supervision
+    let supervision = &app.pipeline.supervision;
+    let children: Vec<ChildView> = supervision
         .actors()
         .into_iter()
         .map(|(role, a)| ChildView {
@@ -141,17 +134,17 @@ pub async fn actors(State(app): State<AppState>) -> Json<ActorTree> {
         })
         .collect();
     let restarts: u64 = children.iter().map(|c| c.restarts).sum();
-    let escalated = app.supervision.escalated();
+    let escalated = supervision.escalated();
     Json(ActorTree {
         supervisor: SupervisorView {
-            name: format!("{}/supervisor", app.instance),
+            name: format!("{}/supervisor", app.pipeline.instance),
             state: if escalated.is_some() {
                 SupervisorState::Escalated
             } else {
                 SupervisorState::Running
             },
             escalated,
-            paused: app.supervision.paused(),
+            paused: app.pipeline.gate.state().reason(),
             restarts,
             children,
         },

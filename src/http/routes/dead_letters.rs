@@ -4,7 +4,7 @@
 use crate::domain::{ItemId, JobId, JobScope};
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::http::openapi::responses::{
+use crate::http::responses::{
     BadRequest, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use crate::http::routes::jobs::record_and_enqueue;
@@ -14,8 +14,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -111,8 +113,8 @@ pub async fn list(
     }))
 }
 
-/// What to requeue: exactly one of `ids`, `job_id` or `all: true` (its schema is written out in
-/// `openapi.rs`, since it is a choice the struct cannot show).
+/// What to requeue: exactly one of `ids`, `job_id` or `all: true` (its schema is written out
+/// below, since it is a choice the struct cannot show).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueBody {
@@ -281,6 +283,53 @@ pub async fn remove(
         return Err(ApiError::not_found(format!("no dead letter {id}")));
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The requeue body is a choice of three shapes, which its struct (three optional fields,
+/// checked by the handler) cannot show; `null` stands for an absent field, as serde takes it.
+impl PartialSchema for RequeueBody {
+    fn schema() -> RefOr<Schema> {
+        let ids = json!({
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 10000,
+            "items": {"$ref": "#/components/schemas/DeadLetterId"},
+            "description": "Requeue these dead letters."
+        });
+        let job_id = json!({
+            "type": "string",
+            "format": "uuid",
+            "description": "Requeue every item dead letter of this job."
+        });
+        let null = json!({"type": "null"});
+        let shape = |title: &str, required: &str, ids: &Value, job_id: &Value, all: Value| {
+            json!({
+                "title": title,
+                "type": "object",
+                "required": [required],
+                "properties": {"ids": ids, "job_id": job_id, "all": all},
+                "additionalProperties": false
+            })
+        };
+        let schema = json!({
+            "description": "What to requeue: exactly one of `ids`, `job_id` or `all: true`.",
+            "oneOf": [
+                shape("by ids", "ids", &ids, &null, json!({"type": "boolean", "enum": [false]})),
+                shape("by job", "job_id", &null, &job_id, json!({"type": "boolean", "enum": [false]})),
+                shape("all", "all", &null, &null, json!({"type": "boolean", "enum": [true], "description": "Requeue every item dead letter."})),
+            ]
+        });
+        RefOr::T(serde_json::from_value(schema).expect("the requeue schema is valid"))
+    }
+}
+
+impl ToSchema for RequeueBody {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            "DeadLetterId".into(),
+            <DeadLetterId as PartialSchema>::schema(),
+        ));
+    }
 }
 
 #[cfg(test)]

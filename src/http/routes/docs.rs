@@ -2,12 +2,10 @@
 //! renders it (`GET /docs`). Both are public, like `/healthz`: they describe the API, not its
 //! data.
 
-use crate::http::AppState;
-use crate::http::openapi;
-use axum::Json;
-use axum::extract::State;
 use axum::response::Html;
+use axum::{Extension, Json};
 use serde_json::Value;
+use std::sync::Arc;
 
 const PAGE: &str = include_str!("../assets/docs.html");
 
@@ -19,8 +17,8 @@ const PAGE: &str = include_str!("../assets/docs.html");
     summary = "The OpenAPI document",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object)),
 )]
-pub async fn openapi_json(State(app): State<AppState>) -> Json<Value> {
-    Json(openapi::document(&app.settings))
+pub async fn openapi_json(Extension(document): Extension<Arc<Value>>) -> Json<Value> {
+    Json(document.as_ref().clone())
 }
 
 /// A browsable page that renders `/openapi.json` (no external assets).

@@ -1,6 +1,7 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: each backend's state,
 //! 503 when any is not ready, with the reason).
 
+use crate::gate::GateState;
 use crate::http::{ApiError, AppState};
 use axum::Json;
 use axum::extract::State;
@@ -120,37 +121,39 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>
             detail: Value::Null,
         },
     };
-    let intake = app.job_intake.snapshot();
+    let intake = app.pipeline.job_intake.snapshot();
     let intake_check = Check {
         ok: intake.last_error.is_none(),
         error: intake.last_error.clone(),
         detail: json!({"paused": intake.paused, "delivered": intake.delivered, "reclaimed": intake.reclaimed, "dead_lettered": intake.dead_lettered}),
     };
-    let tasks = app.task_intake.snapshot();
+    let tasks = app.pipeline.task_intake.snapshot();
     let task_intake_check = Check {
         ok: tasks.last_error.is_none(),
         error: tasks.last_error.clone(),
         detail: json!({"paused": tasks.paused, "delivered": tasks.delivered, "reclaimed": tasks.reclaimed, "dead_lettered": tasks.dead_lettered}),
     };
-    let paused = app.supervision.paused();
-    let provider_fatal = paused
-        .as_ref()
-        .filter(|p| p.starts_with("provider unusable"))
-        .cloned();
-    let rate = app.rate_limiter.lock().expect("status").clone();
+    let gate = app.pipeline.gate.state();
+    // Not ready while the provider is unusable or the daemon is shutting down; an operator's
+    // pause is a choice, not a fault.
+    let not_ready = matches!(
+        gate,
+        GateState::ProviderUnusable { .. } | GateState::Draining
+    );
     let pipeline = Check {
-        ok: provider_fatal.is_none(),
-        error: provider_fatal,
+        ok: !not_ready,
+        error: not_ready.then(|| gate.reason()).flatten(),
         detail: json!({
-            "paused": paused,
+            "paused": gate.reason(),
+            "gate": gate,
             "vectors": app.vectors.backend(),
-            "model": app.embedder.model(),
-            "rate_limiter": rate,
+            "model": app.pipeline.embedder.embedder().model(),
+            "rate_limiter": app.pipeline.limiter.snapshot(),
         }),
     };
-    let escalated = app.supervision.escalated();
-    let actors: Vec<Value> = app
-        .supervision
+    let supervision = &app.pipeline.supervision;
+    let escalated = supervision.escalated();
+    let actors: Vec<Value> = supervision
         .actors()
         .into_iter()
         .map(|(role, a)| json!({"role": role, "name": a.name, "state": a.state, "restarts": a.restarts}))

@@ -3,7 +3,7 @@
 use crate::domain::{ContextId, ItemContent, ItemId};
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath};
-use crate::http::openapi::responses::{
+use crate::http::responses::{
     BadRequest, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use crate::http::{ApiError, AppState};

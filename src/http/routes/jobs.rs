@@ -7,7 +7,7 @@
 use crate::domain::{JobId, JobScope, JobState};
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::http::openapi::responses::{
+use crate::http::responses::{
     BadRequest, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use crate::http::{ApiError, AppState};

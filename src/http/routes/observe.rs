@@ -2,7 +2,7 @@
 //! Prometheus metrics (`GET /metrics`).
 
 use crate::http::AppState;
-use crate::http::openapi::responses::Unauthorized;
+use crate::http::responses::Unauthorized;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -48,10 +48,10 @@ pub struct ServerSentEvent {
 pub async fn events(
     State(app): State<AppState>,
 ) -> Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>> {
-    let paused = app.supervision.paused();
+    let paused = app.pipeline.gate.state().reason();
     let hello = Event::default()
         .event("hello")
-        .json_data(serde_json::json!({"instance": app.instance, "paused": paused}))
+        .json_data(serde_json::json!({"instance": app.pipeline.instance, "paused": paused}))
         .unwrap_or_default();
     let stream = BroadcastStream::new(app.events.subscribe()).filter_map(|e| {
         // A lagging listener skips what it missed.
@@ -76,11 +76,7 @@ pub async fn events(
     security(("bearer" = [])),
 )]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
-    let rate = app
-        .rate_limiter
-        .lock()
-        .map(|r| r.clone())
-        .unwrap_or_default();
+    let rate = app.pipeline.limiter.snapshot();
     let body = app.metrics.render(&app.redis, &app.keys, &rate).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

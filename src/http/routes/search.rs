@@ -1,20 +1,16 @@
-//! `POST /v1/contexts/{id}/search`: embeds the query with the same provider (under the same
-//! rate limit) and returns the nearest items of the context with their scores — the user's way
-//! to see the result.
+//! `POST /v1/contexts/{id}/search`: embeds the query with the same provider, through the same
+//! rate-limited embedder as the pipeline (so it obeys the budget and the outage circuit), and
+//! returns the nearest items of the context with their scores — the user's way to see the
+//! result.
 
-use crate::actors::rate_limiter::{CallOutcome, RateLimiterMsg};
 use crate::domain::{ContextId, ItemId};
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath};
-use crate::http::openapi::responses::{
-    BadRequest, Internal, TooLarge, Unauthorized, UnsupportedMediaType,
-};
+use crate::http::responses::{BadRequest, Internal, TooLarge, Unauthorized, UnsupportedMediaType};
 use crate::http::{ApiError, AppState};
 use crate::providers::ProviderError;
 use axum::Json;
 use axum::extract::State;
-use ractor::ActorRef;
-use ractor::rpc::CallResult;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
@@ -48,8 +44,7 @@ const PERMIT_WAIT: Duration = Duration::from_secs(10);
 /// One item near the query.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Hit {
-    #[schema(value_type = ItemId)]
-    item_id: String,
+    item_id: ItemId,
     /// Similarity to the query (higher is nearer).
     score: f32,
     /// The item's current text (null if the item was removed since it was embedded).
@@ -59,8 +54,7 @@ pub struct Hit {
 /// The nearest items, nearest first.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SearchAnswer {
-    #[schema(value_type = ContextId)]
-    context_id: String,
+    context_id: ContextId,
     query: String,
     hits: Vec<Hit>,
 }
@@ -111,47 +105,19 @@ pub async fn search(
         return Err(ApiError::not_found(format!("no context {context}")));
     }
 
-    let tokens = app.embedder.count_tokens(&body.query) as u64;
-    let limiter = ActorRef::<RateLimiterMsg>::where_is(app.rate_limiter_name.clone())
-        .ok_or_else(|| ApiError::unavailable("the rate limiter is restarting; try again"))?;
-    let permit = match limiter
-        .call(
-            |reply| RateLimiterMsg::Acquire { tokens, reply },
-            Some(PERMIT_WAIT),
-        )
+    let embedder = &app.pipeline.embedder;
+    let embedded = match embedder
+        .embed(std::slice::from_ref(&body.query), Some(PERMIT_WAIT))
         .await
     {
-        Ok(CallResult::Success(permit)) => permit,
-        _ => {
+        Err(_) => {
             return Err(ApiError::unavailable(
-                "the provider's rate limit is exhausted; try again",
+                "the provider's rate limit is exhausted, or the limiter is restarting; try again",
             ));
         }
-    };
-    let embedded = match app.embedder.embed(std::slice::from_ref(&body.query)).await {
-        Ok(e) => {
-            permit.release(CallOutcome::Success(e.hints));
-            e
-        }
-        Err(e) => {
-            permit.release(match &e {
-                ProviderError::Transient {
-                    rate_limited: true,
-                    retry_after,
-                    hints,
-                    ..
-                } => CallOutcome::RateLimited {
-                    retry_after: *retry_after,
-                    hints: *hints,
-                },
-                ProviderError::Transient { .. } => CallOutcome::Overloaded,
-                _ => CallOutcome::Neutral,
-            });
-            return Err(match e {
-                ProviderError::InvalidInput { reason } => ApiError::invalid(reason),
-                other => ApiError::unavailable(other.to_string()),
-            });
-        }
+        Ok(Err(ProviderError::InvalidInput { reason })) => return Err(ApiError::invalid(reason)),
+        Ok(Err(other)) => return Err(ApiError::unavailable(other.to_string())),
+        Ok(Ok(embedded)) => embedded,
     };
     let vector = embedded
         .vectors
@@ -163,10 +129,10 @@ pub async fn search(
         .search(&context, vector, body.k)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let ids: Vec<String> = hits.iter().map(|h| h.item_id.clone()).collect();
+    let ids: Vec<ItemId> = hits.iter().map(|h| h.item_id.clone()).collect();
     let mut contents = app.store.item_contents(&ids).await?;
     Ok(Json(SearchAnswer {
-        context_id: context.to_string(),
+        context_id: context,
         query: body.query,
         hits: hits
             .into_iter()

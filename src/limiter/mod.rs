@@ -1,0 +1,17 @@
+//! Back-pressure, as plain structs on an explicit clock: what a provider's answer says about
+//! load ([`CallOutcome::of`]), the adaptive limit of requests in flight
+//! ([`ConcurrencyController`], AIMD in the manner of Vector's adaptive request concurrency) and
+//! the outage circuit that holds everyone while the provider cannot be reached
+//! ([`OutageCircuit`]). The rate limiter actor ([`crate::actors::rate_limiter`]) drives them
+//! and the shared budget in Redis; nothing else decides what counts as back-pressure.
+
+mod circuit;
+mod concurrency;
+mod outcome;
+mod status;
+
+pub use circuit::CircuitChange;
+pub use circuit::OutageCircuit;
+pub use concurrency::ConcurrencyController;
+pub use outcome::CallOutcome;
+pub use status::{LimiterFigures, LimiterStatus};
