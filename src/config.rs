@@ -106,6 +106,8 @@ pub struct DatabaseSettings {
 pub struct RedisSettings {
     pub url: String,
     pub prefix: String,
+    /// Run even under a `maxmemory-policy` that may evict any key (`allkeys-*`).
+    pub allow_evicting_policy: bool,
     #[serde(rename = "connect_timeout_ms", with = "millis")]
     pub connect_timeout: Duration,
     #[serde(rename = "command_timeout_ms", with = "millis")]
@@ -366,8 +368,16 @@ impl Settings {
                 "must start with redis://, rediss:// or unix://",
             );
         }
-        if self.redis.prefix.is_empty() || self.redis.prefix.contains(char::is_whitespace) {
-            return invalid("redis.prefix", "must be non-empty and without spaces");
+        if self.redis.prefix.is_empty()
+            || self
+                .redis
+                .prefix
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            return invalid(
+                "redis.prefix",
+                "must be non-empty, without spaces or braces (it becomes the keys' hash tag)",
+            );
         }
         if !self.queue.consumer_name.is_empty()
             && !self

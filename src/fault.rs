@@ -9,6 +9,7 @@
 //! commas:
 //!
 //! - `KIND`: the actor kind — `job_intake`, `task_intake`, `intake` (either), `planner`,
+//!   `reconciler`,
 //!   `rate_limiter`, `embedding_pool`, `embedding_worker`, `vector_writer`, `status_writer`,
 //!   `retry_scheduler`;
 //! - `ACTION`: `panic`, `delay=DURATION` (`250ms`, `5s`), `fail_store` (the next store call
@@ -184,6 +185,7 @@ mod enabled {
         "task_intake",
         "intake",
         "planner",
+        "reconciler",
         "rate_limiter",
         "embedding_pool",
         "embedding_worker",

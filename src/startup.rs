@@ -6,8 +6,8 @@
 
 use crate::actors::{
     Addresses, Children, EmbeddingChildren, IntakeArgs, IntakeHealth, PlannerArgs, PoolArgs,
-    RateLimitedEmbedder, RateLimiterArgs, StatusWriterArgs, SupervisionReport, Supervisor,
-    SupervisorArgs, SupervisorMsg, WorkerArgs,
+    RateLimitedEmbedder, RateLimiterArgs, ReconcilerArgs, ReconcilerReport, StatusWriterArgs,
+    SupervisionReport, Supervisor, SupervisorArgs, SupervisorMsg, WorkerArgs,
 };
 use crate::config::{Provider, Settings, VectorBackend};
 use crate::events::EventBus;
@@ -16,8 +16,8 @@ use crate::http::{AppState, PipelineView, router};
 use crate::limiter::LimiterStatus;
 use crate::providers::{Embedder, LocalEmbedder, OpenAiEmbedder, ProviderError};
 use crate::queue::{
-    BudgetLimits, ConsumerLease, Keys, PIPELINE_GROUP, PLANNER_GROUP, PlanScripts, QueueError,
-    RateBudget, RedisConnections, RetrySet, StreamAcker, consumer_identity,
+    BudgetLimits, Keys, Lease, PIPELINE_GROUP, PLANNER_GROUP, PlanScripts, QueueError, RateBudget,
+    RedisConnections, RedisDurability, RetrySet, StreamAcker, consumer_identity,
 };
 use crate::retry::RetryPolicy;
 use crate::shutdown::{Shutdown, ShutdownPlan};
@@ -50,6 +50,8 @@ pub enum StartupError {
     Serve(std::io::Error),
     #[error("supervision gave up: {0}")]
     Escalated(String),
+    #[error("redis: {0}; refusing to start (set redis.allow_evicting_policy = true to run anyway)")]
+    EvictingRedis(String),
 }
 
 pub struct Application {
@@ -66,6 +68,8 @@ struct Backends {
     store: Store,
     connections: RedisConnections,
     shared: ConnectionManager,
+    /// What Redis said of its eviction and persistence at start-up.
+    durability: RedisDurability,
     embedder: Arc<dyn Embedder>,
     vectors: Arc<dyn VectorStore>,
 }
@@ -76,6 +80,23 @@ impl Backends {
         store.migrate().await?;
         let connections = RedisConnections::new(&settings.redis)?;
         let shared = connections.shared()?;
+        let durability = match RedisDurability::inspect(&shared).await {
+            Ok(durability) => durability,
+            Err(e) => {
+                // Start-up does not wait for Redis; what it keeps is then unknown.
+                tracing::warn!(error = %e, "could not ask Redis how it keeps its data");
+                RedisDurability::default()
+            }
+        };
+        if durability.evicts_any_key() && !settings.redis.allow_evicting_policy {
+            return Err(StartupError::EvictingRedis(format!(
+                "maxmemory-policy {} may evict the queues themselves; set noeviction or a volatile-* policy",
+                durability.maxmemory_policy.as_deref().unwrap_or("?")
+            )));
+        }
+        if let Some(warning) = durability.warning() {
+            tracing::warn!("redis: {warning}");
+        }
         let embedder = open_embedder(settings).await?;
         let vectors =
             crate::vectors::open(&settings.vectors, settings.secrets.qdrant_api_key.as_ref())
@@ -85,6 +106,7 @@ impl Backends {
             store,
             connections,
             shared,
+            durability,
             embedder,
             vectors,
         };
@@ -143,6 +165,7 @@ struct Shared {
     limiter: LimiterStatus,
     job_intake: Arc<IntakeHealth>,
     task_intake: Arc<IntakeHealth>,
+    reconciler: ReconcilerReport,
     events: EventBus,
 }
 
@@ -239,6 +262,22 @@ fn wire(
             model: settings.embedding.model.clone(),
             visibility_timeout,
         },
+        reconciler: ReconcilerArgs {
+            store: backends.store.clone(),
+            scripts: PlanScripts::new(backends.shared.clone(), keys.clone()),
+            redis: backends.shared.clone(),
+            keys: keys.clone(),
+            // Lost work is planned again within a fraction of the visibility timeout.
+            period: (visibility_timeout / 4).clamp(
+                std::time::Duration::from_millis(200),
+                std::time::Duration::from_secs(30),
+            ),
+            grace: visibility_timeout,
+            page_size: settings.planner.page_size,
+            task_size: settings.planner.task_size,
+            max_queued_tasks: settings.planner.max_queued_tasks,
+            report: shared.reconciler.clone(),
+        },
         vectors: backends.vectors.clone(),
         rate_limiter: RateLimiterArgs {
             budget: RateBudget::new(
@@ -269,13 +308,14 @@ impl Application {
         let consumer = consumer_identity(&settings.queue.consumer_name);
         let report = Arc::new(SupervisionReport::default());
         if !settings.queue.consumer_name.is_empty() {
-            let lease = ConsumerLease::acquire(
+            let lease = Lease::new(
                 backends.shared.clone(),
-                &keys,
-                &consumer,
+                keys.consumer_lease(&consumer),
                 settings.visibility_timeout(),
-            )
-            .await?;
+            );
+            if !lease.take().await? {
+                return Err(QueueError::ConsumerNameTaken(consumer).into());
+            }
             spawn_lease_renewal(lease, shutdown.clone(), report.clone());
         }
         let shared = Shared {
@@ -284,6 +324,7 @@ impl Application {
             limiter: LimiterStatus::default(),
             job_intake: Arc::new(IntakeHealth::default()),
             task_intake: Arc::new(IntakeHealth::default()),
+            reconciler: ReconcilerReport::default(),
             events: EventBus::new(),
         };
         let (children, addresses, embedder) = wire(&settings, &backends, &consumer, &shared)?;
@@ -324,6 +365,7 @@ impl Application {
         let state = AppState {
             store: backends.store,
             redis: backends.shared,
+            redis_durability: backends.durability,
             keys,
             settings,
             pipeline: PipelineView {
@@ -332,6 +374,7 @@ impl Application {
                 limiter: shared.limiter,
                 job_intake: shared.job_intake,
                 task_intake: shared.task_intake,
+                reconciler: shared.reconciler,
                 embedder,
                 instance: consumer.clone(),
             },
@@ -447,7 +490,7 @@ fn redact_url(url: &str) -> String {
 
 /// Keeps a configured consumer name leased; losing it stops the daemon with an error (exit code
 /// 1, so an orchestrator notices) rather than letting two processes consume under one name.
-fn spawn_lease_renewal(lease: ConsumerLease, shutdown: Shutdown, report: Arc<SupervisionReport>) {
+fn spawn_lease_renewal(lease: Lease, shutdown: Shutdown, report: Arc<SupervisionReport>) {
     tokio::spawn(async move {
         let period = lease.ttl() / 3;
         loop {

@@ -69,7 +69,8 @@ async fn sigkill_mid_planning_plans_each_item_exactly_once(backend: Backend) {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let plan_key = format!("{prefix}:plan:{job_id}");
+    let plan_key = embedq::queue::Keys::new(prefix.clone())
+        .plan(embedq::domain::JobId::parse(&job_id).unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     let planned_at_kill = loop {
         let planned: Option<i64> = redis::cmd("HGET")
@@ -117,7 +118,11 @@ async fn sigkill_mid_planning_plans_each_item_exactly_once(backend: Backend) {
     let mut conn = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap())
         .await
         .unwrap();
-    let ids = tasks_on_stream(&mut conn, &format!("{prefix}:tasks")).await;
+    let ids = tasks_on_stream(
+        &mut conn,
+        &embedq::queue::Keys::new(prefix.clone()).tasks_stream(),
+    )
+    .await;
     assert_eq!(
         ids.len() as i64,
         ITEMS,

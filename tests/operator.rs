@@ -11,7 +11,7 @@ use support::{Backend, TestApp, app_with, script, wait_until};
 
 async fn job_item_rows(app: &TestApp, job: &str) -> i64 {
     use sqlx::Row;
-    sqlx::query("SELECT COUNT(*) AS n FROM job_items WHERE job_id = $1")
+    sqlx::query("SELECT COUNT(*) AS n FROM job_items WHERE job_id = $1 AND outcome IS NOT NULL")
         .bind(job.to_owned())
         .fetch_one(app.store.pool())
         .await

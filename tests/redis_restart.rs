@@ -1,5 +1,6 @@
 //! Redis restarts (without persistence) while the intake is blocked in XREADGROUP: the
-//! intake reconnects, recreates its consumer group and takes the next job by itself.
+//! intake reconnects, recreates its consumer group and takes the next job by itself, and the
+//! job planned before the restart — whose tasks Redis forgot — is planned again from SQL.
 
 mod support;
 
@@ -58,9 +59,19 @@ async fn intake_resumes_after_a_redis_restart(backend: Backend) {
         restarted.elapsed().as_secs_f64()
     );
     assert_eq!(planned["total"], 50);
-    // The group was recreated and the task stream holds the new job's 50 items.
+    // The group was recreated; the task stream holds the new job's 50 items, and the first
+    // job's 50 again (planned again by the reconciler: Redis forgot them).
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            app.planned_item_ids().await.len() == 100
+        })
+        .await,
+        "tasks on the stream: {}",
+        app.planned_item_ids().await.len()
+    );
     let ids = app.planned_item_ids().await;
-    assert_eq!(ids.len(), 50);
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 50, "each item once per job");
     assert!(
         wait_until(Duration::from_secs(5), || async {
             app.get("/readyz").await.0 == 200

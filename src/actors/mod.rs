@@ -7,6 +7,7 @@
 //!             ├─ TaskIntake (tasks stream) ──► EmbeddingPool ─┬─ EmbeddingWorker × N
 //!             │        pool ──► RateLimiter (permits) ; workers ──► provider ──► VectorWriter
 //!             │        pool ──► StatusWriter (SQL, then XACK) ; retries ──► RetryScheduler
+//!             ├─ Reconciler: plans again from SQL what Redis lost (one active among daemons)
 //!             └─ …each restarted alone by its parent
 //! ```
 
@@ -16,6 +17,7 @@ mod embedding_worker;
 mod intake;
 mod planner;
 mod rate_limiter;
+mod reconciler;
 mod restarts;
 mod retry_scheduler;
 mod status_writer;
@@ -28,6 +30,7 @@ pub(crate) use embedding_worker::WorkerArgs;
 pub(crate) use intake::{IntakeArgs, IntakeHealth};
 pub(crate) use planner::PlannerArgs;
 pub(crate) use rate_limiter::{RateLimitedEmbedder, RateLimiterArgs};
+pub(crate) use reconciler::{ReconcilerArgs, ReconcilerReport};
 pub(crate) use status_writer::StatusWriterArgs;
 pub(crate) use supervision_report::SupervisionReport;
 pub(crate) use supervisor::{

@@ -49,6 +49,8 @@ struct Planning {
     scope: JobScope,
     model: String,
     progress: PlanProgress,
+    /// The Redis epoch the job's pages are written in.
+    epoch: String,
 }
 
 pub struct PlannerState {
@@ -147,8 +149,18 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
             None => Some("unknown job"),
             Some(job) if job.state.is_final() => Some("job already final"),
             Some(job) if job.planned_at.is_some() => Some("job already planned"),
-            Some(job) => {
-                args.store.mark_job_running(job_id).await?;
+            Some(mut job) => {
+                // Pages planned in another epoch lived in a Redis that forgot them: plan the
+                // job again from its first item (what is final stays counted).
+                let epoch = args.scripts.epoch().await?;
+                let recorded = args.store.job_epoch(job_id).await?;
+                if job.planning_cursor.is_some() && recorded.as_deref() != Some(epoch.as_str()) {
+                    tracing::warn!(job = %job_id, "Redis lost this job's planning; planning it again from the start");
+                    args.store.restart_planning(job_id, &epoch).await?;
+                    job.planning_cursor = None;
+                    job.total = 0;
+                }
+                args.store.mark_job_running(job_id, &epoch).await?;
                 let progress = args
                     .scripts
                     .progress(job_id, job.planning_cursor.as_deref(), job.total)
@@ -161,6 +173,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                     scope: job.scope,
                     model: job.model,
                     progress,
+                    epoch,
                 });
                 return Ok(StepOutcome::Started {
                     job: job_id,
@@ -243,10 +256,14 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
         })
         .collect();
     let planned_after = planning.progress.planned + page.items.len() as i64;
+    // SQL learns the page's items before Redis gets their tasks, so it always knows at least
+    // every item that has a task.
+    args.store.insert_membership(job, &page.items).await?;
     let written = args
         .scripts
         .write_page(
             job,
+            &planning.epoch,
             planning.progress.cursor.as_deref(),
             &next_cursor,
             planned_after,
@@ -275,6 +292,15 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                 job,
                 items: 0,
                 stale: true,
+            })
+        }
+        PagePlanned::EpochChanged => {
+            // Its job entry went with the rest; the reconciler enqueues the job again.
+            tracing::warn!(%job, "Redis lost its data while planning this job; the reconciler plans it again");
+            state.current = None;
+            Ok(StepOutcome::Skipped {
+                job,
+                reason: "Redis lost the job's state",
             })
         }
     }
@@ -627,7 +653,8 @@ mod tests {
         b.seed("ctx", 30).await;
         let job = b.job("ctx").await;
         // An earlier planner wrote the first page, then died.
-        b.store().mark_job_running(job).await.unwrap();
+        let epoch = b.state.args.scripts.epoch().await.unwrap();
+        b.store().mark_job_running(job, &epoch).await.unwrap();
         b.store()
             .record_planning(job, "ctx-0009", 10)
             .await
@@ -649,8 +676,16 @@ mod tests {
                 .collect(),
             isolated: false,
         };
+        let epoch = scripts.epoch().await.unwrap();
         let written = scripts
-            .write_page(job, Some("ctx-0009"), "ctx-0019", 20, &[theirs.payload()])
+            .write_page(
+                job,
+                &epoch,
+                Some("ctx-0009"),
+                "ctx-0019",
+                20,
+                &[theirs.payload()],
+            )
             .await
             .unwrap();
         assert_eq!(written, PagePlanned::Written);

@@ -13,6 +13,7 @@ use super::embedding_pool::{EmbeddingPool, PoolArgs, PoolMsg};
 use super::intake::{Intake, IntakeArgs, IntakeMsg};
 use super::planner::{Planner, PlannerArgs, PlannerMsg};
 use super::rate_limiter::{RateLimiter, RateLimiterArgs, RateLimiterMsg};
+use super::reconciler::{Reconciler, ReconcilerArgs};
 use super::restarts::RestartBudget;
 use super::retry_scheduler::{RetryScheduler, RetrySchedulerMsg};
 use super::status_writer::{StatusMsg, StatusWriter, StatusWriterArgs};
@@ -41,6 +42,7 @@ pub enum ChildRole {
     Pool,
     RetryScheduler,
     Planner,
+    Reconciler,
     TaskIntake,
     JobIntake,
 }
@@ -56,6 +58,7 @@ impl ChildRole {
             Self::Pool => "embedding_pool",
             Self::RetryScheduler => "retry_scheduler",
             Self::Planner => "planner",
+            Self::Reconciler => "reconciler",
             Self::TaskIntake => "task_intake",
             Self::JobIntake => "job_intake",
         }
@@ -101,6 +104,8 @@ impl Addresses {
             ChildRole::Planner => self.planner.clear(),
             ChildRole::TaskIntake => self.task_intake.clear(),
             ChildRole::JobIntake => self.job_intake.clear(),
+            // Nobody sends to it.
+            ChildRole::Reconciler => {}
         }
     }
 }
@@ -112,6 +117,7 @@ pub struct Children {
     pub instance: String,
     pub job_intake: IntakeArgs<PlannerMsg>,
     pub planner: PlannerArgs,
+    pub reconciler: ReconcilerArgs,
     pub vectors: Arc<dyn VectorStore>,
     pub rate_limiter: RateLimiterArgs,
     /// The embedding side; `None` on a planner-only daemon (`pipeline.embed = false`).
@@ -137,7 +143,7 @@ impl Children {
                 ChildRole::RetryScheduler,
             ]);
         }
-        roles.push(ChildRole::Planner);
+        roles.extend([ChildRole::Planner, ChildRole::Reconciler]);
         if self.embedding.is_some() {
             roles.push(ChildRole::TaskIntake);
         }
@@ -231,6 +237,11 @@ impl Supervisor {
             ChildRole::Planner => {
                 let (actor, _) = Actor::spawn_linked(name, Planner, c.planner.clone(), me).await?;
                 a.planner.set(actor.clone());
+                actor.get_cell()
+            }
+            ChildRole::Reconciler => {
+                let (actor, _) =
+                    Actor::spawn_linked(name, Reconciler, c.reconciler.clone(), me).await?;
                 actor.get_cell()
             }
             ChildRole::TaskIntake => {
@@ -353,6 +364,7 @@ impl Supervisor {
         for role in [
             ChildRole::JobIntake,
             ChildRole::TaskIntake,
+            ChildRole::Reconciler,
             ChildRole::Planner,
         ] {
             Self::stop_child(state, role, plan.actors(), false).await;

@@ -2,7 +2,7 @@
 //! gate (pause and resume are a flag flip, never a wait on an actor), the shared reports, and
 //! the rate-limited embedder that search uses like the workers do.
 
-use crate::actors::{IntakeHealth, RateLimitedEmbedder, SupervisionReport};
+use crate::actors::{IntakeHealth, RateLimitedEmbedder, ReconcilerReport, SupervisionReport};
 use crate::config::Settings;
 use crate::gate::PipelineGate;
 use crate::limiter::LimiterStatus;
@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub struct AppState {
     pub store: Store,
     pub redis: ConnectionManager,
+    /// What Redis said of its eviction and persistence at start-up.
+    pub redis_durability: crate::queue::RedisDurability,
     pub keys: Keys,
     pub settings: Arc<Settings>,
     pub pipeline: PipelineView,
@@ -34,6 +36,8 @@ pub struct PipelineView {
     pub limiter: LimiterStatus,
     pub job_intake: Arc<IntakeHealth>,
     pub task_intake: Arc<IntakeHealth>,
+    /// What the reconciler planned again of what Redis lost.
+    pub reconciler: ReconcilerReport,
     pub embedder: RateLimitedEmbedder,
     /// This daemon's consumer name, which prefixes its actors' names.
     pub instance: String,

@@ -1,5 +1,9 @@
 //! Every Redis key embedq uses, derived from one prefix so deployments and tests can share a
 //! server without seeing each other's data.
+//!
+//! Every key is `{prefix}:name`: the braces make the prefix a hash tag, so on a Redis Cluster
+//! all of a deployment's keys live in one slot, and every multi-key command and Lua script
+//! (a page of tasks with its cursor, a retry moved to the stream) touches one slot only.
 
 use crate::domain::JobId;
 
@@ -24,38 +28,90 @@ impl Keys {
         &self.prefix
     }
 
+    fn key(&self, name: &str) -> String {
+        format!("{{{}}}:{name}", self.prefix)
+    }
+
+    /// The pattern of every key of this prefix (for `SCAN MATCH`).
+    pub fn pattern(&self) -> String {
+        // `{` and `}` are literal in Redis's glob patterns.
+        self.key("*")
+    }
+
     /// One entry per job to plan.
     pub fn jobs_stream(&self) -> String {
-        format!("{}:jobs", self.prefix)
+        self.key("jobs")
     }
 
     /// Task messages: bounded slices of jobs' items.
     pub fn tasks_stream(&self) -> String {
-        format!("{}:tasks", self.prefix)
+        self.key("tasks")
     }
 
     /// Entries that could not be processed, each with its reason.
     pub fn dead_letters(&self) -> String {
-        format!("{}:dead", self.prefix)
+        self.key("dead")
     }
 
     /// A job's planning progress (cursor and items planned), the authority for resuming.
     pub fn plan(&self, job: JobId) -> String {
-        format!("{}:plan:{job}", self.prefix)
+        self.key(&format!("plan:{job}"))
+    }
+
+    /// How far the reconciler is in planning a job's unfinished items again.
+    pub fn replan(&self, job: JobId) -> String {
+        self.key(&format!("replan:{job}"))
+    }
+
+    /// The mark of this life of the Redis data: a new one whenever Redis lost it (a restart
+    /// without persistence, a flush), so a job recorded in another epoch lost its queued state.
+    pub fn epoch(&self) -> String {
+        self.key("epoch")
     }
 
     /// The provider's rate budget, shared by every daemon.
     pub fn rate_budget(&self) -> String {
-        format!("{}:ratelimit", self.prefix)
+        self.key("ratelimit")
     }
 
     /// Items waiting for a retry: a sorted set of task payloads scored by due time (ms).
     pub fn retries(&self) -> String {
-        format!("{}:retry", self.prefix)
+        self.key("retry")
     }
 
     /// The lease on a configured consumer name.
     pub fn consumer_lease(&self, name: &str) -> String {
-        format!("{}:consumer:{name}", self.prefix)
+        self.key(&format!("consumer:{name}"))
+    }
+
+    /// The lease of the one reconciler active among the daemons.
+    pub fn reconciler_lease(&self) -> String {
+        self.key("reconciler")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_shares_one_hash_tag() {
+        let keys = Keys::new("embedq");
+        let job = JobId::new();
+        for key in [
+            keys.jobs_stream(),
+            keys.tasks_stream(),
+            keys.dead_letters(),
+            keys.plan(job),
+            keys.replan(job),
+            keys.epoch(),
+            keys.rate_budget(),
+            keys.retries(),
+            keys.consumer_lease("a"),
+            keys.reconciler_lease(),
+        ] {
+            assert!(key.starts_with("{embedq}:"), "{key}");
+        }
+        assert_eq!(keys.pattern(), "{embedq}:*");
     }
 }

@@ -6,6 +6,12 @@
 //! redoes the page; two planners racing on one job (a stalled lease) cannot both write a page.
 //! So every item of a job is planned exactly once. SQL holds a mirror of the progress, used
 //! when Redis has lost it.
+//!
+//! Each page is written only in the Redis epoch the planner started the job in: if Redis lost
+//! its data since (a restart without persistence, a flush), the script says so and writes
+//! nothing, and the job is planned again from the start in the new epoch. The reconciler's
+//! pages of a job's unfinished items ([`PlanScripts::write_replan_page`]) follow the same
+//! rules, with their own cursor.
 
 use super::{Keys, QueueError};
 use crate::domain::JobId;
@@ -28,6 +34,8 @@ pub enum PagePlanned {
     Written,
     /// Another planner moved the cursor first; continue from its progress.
     Stale(PlanProgress),
+    /// Redis lost its data since the job was started (its epoch changed): nothing was written.
+    EpochChanged,
 }
 
 /// Plan hashes expire if a job is abandoned mid-planning for this long.
@@ -45,15 +53,22 @@ return redis.call('HMGET', KEYS[1], 'cursor', 'planned')
     )
 });
 
+/// KEYS: the progress hash, the tasks stream, the epoch key. ARGV: the cursor expected, the
+/// cursor after the page, items planned after it, the schema version, the hash's TTL, the
+/// epoch expected, then the tasks. Returns {1, …} written, {0, cursor, planned} stale, {-1}
+/// epoch changed.
 static PAGE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r#"
+if redis.call('GET', KEYS[3]) ~= ARGV[6] then
+  return {-1, '', '0'}
+end
 local cur = redis.call('HGET', KEYS[1], 'cursor')
 if cur == false then cur = '' end
 if cur ~= ARGV[1] then
   return {0, cur, redis.call('HGET', KEYS[1], 'planned') or '0'}
 end
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('XADD', KEYS[2], '*', 'v', ARGV[4], 'task', ARGV[i])
 end
 redis.call('HSET', KEYS[1], 'cursor', ARGV[2], 'planned', ARGV[3])
@@ -103,34 +118,127 @@ impl PlanScripts {
         ))
     }
 
+    /// The current Redis epoch (made now if Redis has none).
+    pub async fn epoch(&self) -> Result<String, QueueError> {
+        super::Epoch::new(self.conn.clone(), &self.keys)
+            .current()
+            .await
+    }
+
     /// Writes `tasks` (encoded task payloads) and moves the cursor from `expected` to
-    /// `next_cursor`, atomically, unless another planner moved it first.
+    /// `next_cursor`, atomically, unless another planner moved it first or Redis is no longer in
+    /// `epoch`.
     pub async fn write_page(
         &self,
         job: JobId,
+        epoch: &str,
+        expected: Option<&str>,
+        next_cursor: &str,
+        planned_after: i64,
+        tasks: &[String],
+    ) -> Result<PagePlanned, QueueError> {
+        self.write(
+            self.keys.plan(job),
+            epoch,
+            expected,
+            next_cursor,
+            planned_after,
+            tasks,
+        )
+        .await
+    }
+
+    /// A page of a job's unfinished items planned again by the reconciler, with its own cursor
+    /// (the same rules as [`PlanScripts::write_page`]).
+    pub async fn write_replan_page(
+        &self,
+        job: JobId,
+        epoch: &str,
+        expected: Option<&str>,
+        next_cursor: &str,
+        replanned_after: i64,
+        tasks: &[String],
+    ) -> Result<PagePlanned, QueueError> {
+        self.write(
+            self.keys.replan(job),
+            epoch,
+            expected,
+            next_cursor,
+            replanned_after,
+            tasks,
+        )
+        .await
+    }
+
+    async fn write(
+        &self,
+        progress_key: String,
+        epoch: &str,
         expected: Option<&str>,
         next_cursor: &str,
         planned_after: i64,
         tasks: &[String],
     ) -> Result<PagePlanned, QueueError> {
         let mut conn = self.conn.clone();
-        let mut call = PAGE.key(self.keys.plan(job));
+        let mut call = PAGE.key(progress_key);
         call.key(self.keys.tasks_stream())
+            .key(self.keys.epoch())
             .arg(expected.unwrap_or(""))
             .arg(next_cursor)
             .arg(planned_after)
             .arg(crate::messages::SCHEMA_VERSION)
-            .arg(PLAN_TTL_SECS);
+            .arg(PLAN_TTL_SECS)
+            .arg(epoch);
         for task in tasks {
             call.arg(task);
         }
         let (written, cursor, planned): (i64, String, String) =
             call.invoke_async(&mut conn).await?;
-        Ok(if written == 1 {
-            PagePlanned::Written
-        } else {
-            PagePlanned::Stale(progress_from(cursor, planned))
+        Ok(match written {
+            1 => PagePlanned::Written,
+            -1 => PagePlanned::EpochChanged,
+            _ => PagePlanned::Stale(progress_from(cursor, planned)),
         })
+    }
+
+    /// The reconciler's progress in planning a job's unfinished items again.
+    pub async fn replan_progress(&self, job: JobId) -> Result<PlanProgress, QueueError> {
+        let mut conn = self.conn.clone();
+        let (cursor, planned): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.replan(job))
+            .arg("cursor")
+            .arg("planned")
+            .query_async(&mut conn)
+            .await?;
+        Ok(progress_from(
+            cursor.unwrap_or_default(),
+            planned.unwrap_or_default(),
+        ))
+    }
+
+    /// Drops the reconciler's progress of a job once its unfinished items are all planned again.
+    pub async fn forget_replan(&self, job: JobId) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(self.keys.replan(job))
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether nothing is queued at all: no task on the stream (pending ones included) and no
+    /// retry waiting, read in one transaction.
+    pub async fn nothing_queued(&self) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let (tasks, retries): (u64, u64) = redis::pipe()
+            .atomic()
+            .cmd("XLEN")
+            .arg(self.keys.tasks_stream())
+            .cmd("ZCARD")
+            .arg(self.keys.retries())
+            .query_async(&mut conn)
+            .await?;
+        Ok(tasks == 0 && retries == 0)
     }
 
     /// Drops the progress of a job whose planning is finished (SQL has the final total).

@@ -10,12 +10,14 @@ mod jobs;
 mod outcomes;
 mod placeholders;
 mod planning;
+mod reconcile;
 mod records;
 
 pub use items::{NewItem, UpsertCounts};
 pub use jobs::{CreatedJob, JobFilter, NewJob};
 pub use outcomes::{CommitReport, LoadedItem, OutcomeCounts, TaskItemRow};
 pub use planning::PlannedItem;
+pub use reconcile::StrandedJob;
 pub use records::{ItemRecord, JobRecord};
 
 use crate::config::DatabaseSettings;

@@ -1,7 +1,7 @@
 //! The pipeline's writes: loading a task's items in one query, and committing a batch of item
-//! outcomes in one transaction — item rows, each job's per-item outcome (inserted once, so a
+//! outcomes in one transaction — item rows, each job's per-item outcome (recorded once, so a
 //! task processed twice never counts an item twice), the job counters grown by exactly the rows
-//! that were new, and the job's final state when its counters reach its total.
+//! that changed, and the job's final state when its counters reach its total.
 
 use super::placeholders;
 use super::{Store, StoreError};
@@ -216,7 +216,9 @@ impl Store {
             q.bind(model.to_owned()).bind(now).execute(&mut *tx).await?;
         }
 
-        // 2. Per-job outcomes, inserted once; the rows really inserted are what counts.
+        // 2. Per-job outcomes, recorded once: a membership row without an outcome gets it (a row
+        //    is made if the job planned before rows were kept); the rows really written are what
+        //    counts.
         let mut report = CommitReport::default();
         let finals: Vec<(JobId, &ItemOutcome, &'static str)> =
             strongest(batch.iter().flat_map(|(job, outcomes)| {
@@ -231,7 +233,8 @@ impl Store {
         for chunk in finals.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO job_items (job_id, item_id, outcome) VALUES {} \
-                 ON CONFLICT (job_id, item_id) DO NOTHING RETURNING job_id, item_id, outcome",
+                 ON CONFLICT (job_id, item_id) DO UPDATE SET outcome = excluded.outcome \
+                 WHERE job_items.outcome IS NULL RETURNING job_id, item_id, outcome",
                 placeholders::tuples_with(chunk.len(), 3, "")
             );
             let mut q = sqlx::query(&sql);

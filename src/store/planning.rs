@@ -8,6 +8,9 @@ use super::{Store, StoreError};
 use crate::domain::{ItemId, JobId, JobScope, now_millis};
 use sqlx::Row;
 
+/// Membership rows per INSERT: 2 parameters each.
+const MEMBERSHIP_CHUNK: usize = 1000;
+
 /// An item to put in a task, with the attempts it has used so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedItem {
@@ -106,17 +109,42 @@ impl Store {
         Ok(ScopePage { items, next_cursor })
     }
 
-    /// QUEUED becomes RUNNING when planning starts; any other state is left alone.
-    pub async fn mark_job_running(&self, id: JobId) -> Result<(), StoreError> {
+    /// QUEUED becomes RUNNING when planning starts (any other state is left alone), and the
+    /// job's Redis state is recorded as living in `epoch`.
+    pub async fn mark_job_running(&self, id: JobId, epoch: &str) -> Result<(), StoreError> {
         let now = now_millis();
         sqlx::query(
-            "UPDATE jobs SET state = 'RUNNING', started_at = $2, updated_at = $2 \
-             WHERE id = $1 AND state = 'QUEUED'",
+            "UPDATE jobs SET state = CASE WHEN state = 'QUEUED' THEN 'RUNNING' ELSE state END, \
+             started_at = COALESCE(started_at, $2), epoch = $3, updated_at = $2 \
+             WHERE id = $1 AND state IN ('QUEUED', 'RUNNING')",
         )
         .bind(id.to_string())
         .bind(now)
+        .bind(epoch.to_owned())
         .execute(&self.pool)
         .await?;
+        Ok(())
+    }
+
+    /// Records that these items belong to the job, before their tasks are written (so SQL
+    /// holds at least what Redis holds). Writing a page's rows twice is harmless.
+    pub async fn insert_membership(
+        &self,
+        job: JobId,
+        items: &[PlannedItem],
+    ) -> Result<(), StoreError> {
+        for chunk in items.chunks(MEMBERSHIP_CHUNK) {
+            let sql = format!(
+                "INSERT INTO job_items (job_id, item_id) VALUES {} \
+                 ON CONFLICT (job_id, item_id) DO NOTHING",
+                placeholders::tuples_with(chunk.len(), 2, "")
+            );
+            let mut q = sqlx::query(&sql);
+            for item in chunk {
+                q = q.bind(job.to_string()).bind(item.id.as_str().to_owned());
+            }
+            q.execute(&self.pool).await?;
+        }
         Ok(())
     }
 

@@ -145,8 +145,8 @@ async fn all_items(store: &Store) -> HashMap<String, ItemRow> {
     .collect()
 }
 
-/// (item, outcome) rows of one job.
-async fn job_items(store: &Store, job: &str) -> Vec<(String, String)> {
+/// (item, outcome) rows of one job: every item it planned, with its outcome once final.
+async fn job_items(store: &Store, job: &str) -> Vec<(String, Option<String>)> {
     sqlx::query("SELECT item_id, outcome FROM job_items WHERE job_id = $1")
         .bind(job.to_owned())
         .fetch_all(store.pool())
@@ -251,7 +251,16 @@ pub async fn check(
             problems.push(format!("job {job} does not exist"));
             continue;
         };
-        let rows = job_items(scene.store, job).await;
+        let all_rows = job_items(scene.store, job).await;
+        let unfinished: Vec<&String> = all_rows
+            .iter()
+            .filter(|(_, o)| o.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        let rows: Vec<(String, String)> = all_rows
+            .iter()
+            .filter_map(|(i, o)| o.clone().map(|o| (i.clone(), o)))
+            .collect();
         let mut by_outcome: BTreeMap<&str, i64> = BTreeMap::new();
         for (_, outcome) in &rows {
             *by_outcome.entry(outcome.as_str()).or_default() += 1;
@@ -280,6 +289,14 @@ pub async fn check(
         } else {
             if record.planned_at.is_none() {
                 problems.push(format!("job {job} was never fully planned"));
+            }
+            if !unfinished.is_empty() {
+                problems.push(format!(
+                    "job {job} is {:?} with {} planned items without an outcome, e.g. {:?}",
+                    record.state,
+                    unfinished.len(),
+                    &unfinished[..unfinished.len().min(5)]
+                ));
             }
             if done != record.total {
                 problems.push(format!(
@@ -312,7 +329,7 @@ pub async fn check(
                 JobScope::All => Some(items.keys().cloned().collect()),
                 JobScope::Failed | JobScope::StaleModel => scopes.get(job).cloned(),
             };
-            let rows_ids: HashSet<String> = rows.iter().map(|(i, _)| i.clone()).collect();
+            let rows_ids: HashSet<String> = all_rows.iter().map(|(i, _)| i.clone()).collect();
             match scope {
                 Some(scope) => {
                     if record.total != scope.len() as i64 {

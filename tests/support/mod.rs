@@ -364,7 +364,7 @@ pub async fn delete_prefix(url: &str, prefix: &str) {
         return;
     };
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
+        .arg(Keys::new(prefix).pattern())
         .query_async(&mut conn)
         .await
         .unwrap_or_default();

@@ -52,6 +52,9 @@ pub struct Checks {
     job_intake: Check,
     task_intake: Check,
     pipeline: Check,
+    /// What the reconciler planned again of what Redis lost (never failing: a repair is
+    /// something done, not a fault).
+    reconciler: Check,
     supervision: Check,
 }
 
@@ -104,21 +107,26 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>
     let mut conn = app.redis.clone();
     let ping_cmd = redis::cmd("PING");
     let ping = ping_cmd.query_async::<String>(&mut conn);
+    let durability = json!({
+        "maxmemory_policy": app.redis_durability.maxmemory_policy,
+        "persists": app.redis_durability.persists(),
+        "warning": app.redis_durability.warning(),
+    });
     let redis = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
         Ok(Ok(_)) => Check {
             ok: true,
             error: None,
-            detail: Value::Null,
+            detail: durability,
         },
         Ok(Err(e)) => Check {
             ok: false,
             error: Some(format!("redis: {e}")),
-            detail: Value::Null,
+            detail: durability,
         },
         Err(_) => Check {
             ok: false,
             error: Some("no answer within 1 s".into()),
-            detail: Value::Null,
+            detail: durability,
         },
     };
     let intake = app.pipeline.job_intake.snapshot();
@@ -150,6 +158,11 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>
             "model": app.pipeline.embedder.embedder().model(),
             "rate_limiter": app.pipeline.limiter.snapshot(),
         }),
+    };
+    let reconciler = Check {
+        ok: true,
+        error: None,
+        detail: json!(app.pipeline.reconciler.snapshot()),
     };
     let supervision = &app.pipeline.supervision;
     let escalated = supervision.escalated();
@@ -184,6 +197,7 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<Readiness>
                 job_intake: intake_check,
                 task_intake: task_intake_check,
                 pipeline,
+                reconciler,
                 supervision,
             },
         }),

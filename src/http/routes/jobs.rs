@@ -205,11 +205,23 @@ pub(crate) async fn record_and_enqueue(
     }
     let job = created.job;
     let mut conn = app.redis.clone();
-    if let Err(e) = enqueue_job(&mut conn, &app.keys, &JobMessage::recorded(job.id)).await {
-        if let Err(cleanup) = app.store.delete_queued_job(job.id).await {
-            tracing::error!(job = %job.id, error = %cleanup, "could not remove a job that was never enqueued");
+    let enqueued = match enqueue_job(&mut conn, &app.keys, &JobMessage::recorded(job.id)).await {
+        Ok(enqueued) => enqueued,
+        Err(e) => {
+            if let Err(cleanup) = app.store.delete_queued_job(job.id).await {
+                tracing::error!(job = %job.id, error = %cleanup, "could not remove a job that was never enqueued");
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
+    };
+    // Which life of the Redis data holds the entry; should this write fail, the reconciler
+    // treats the job as of an unknown epoch and enqueues it again after a grace.
+    if let Err(e) = app
+        .store
+        .set_job_epoch_if_unknown(job.id, &enqueued.epoch)
+        .await
+    {
+        tracing::warn!(job = %job.id, error = %e, "could not record the job's epoch");
     }
     tracing::info!(job = %job.id, scope = job.scope.kind(), "job enqueued");
     Ok((job, true))
