@@ -14,11 +14,10 @@ use support::{Backend, TestDatabase, redis_url, tasks_on_stream};
 const ITEMS: i64 = 200_000;
 
 fn daemon_env(db: &str, prefix: &str, vectors: &std::path::Path) -> Vec<(String, String)> {
-    let vectors = vectors.display().to_string();
     let provider = format!("http://127.0.0.1:{}/v1", support::free_port());
-    owned_env([
+    let mut env = support::vectors::env(&support::vectors::settings(vectors));
+    env.extend(owned_env([
         ("EMBEDQ__DATABASE__URL", db),
-        ("EMBEDQ__VECTORS__PATH", vectors.as_str()),
         ("EMBEDQ__EMBEDDING__PROVIDER", "openai"),
         ("EMBEDQ__EMBEDDING__DIMENSION", "8"),
         ("EMBEDQ__EMBEDDING__BASE_URL", provider.as_str()),
@@ -31,7 +30,8 @@ fn daemon_env(db: &str, prefix: &str, vectors: &std::path::Path) -> Vec<(String,
         ("EMBEDQ__PLANNER__MAX_QUEUED_TASKS", "1000000"),
         // Plan only, so the tasks stay on the stream to be counted.
         ("EMBEDQ__PIPELINE__EMBED", "false"),
-    ])
+    ]));
+    env
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {

@@ -1,6 +1,7 @@
 //! Embedding worker: makes one request at a time for the pool that owns it — the call to the
-//! provider under the permit the pool obtained, then the write of the vectors — and answers
-//! with the request's [`RequestOutcome`]. It decides nothing about attempts or retries: the
+//! provider under the permit the pool obtained, then the write of the vectors (held and written
+//! again while the vector store cannot be reached: they are paid for) — and answers with the
+//! request's [`RequestOutcome`]. It decides nothing about attempts or retries: the
 //! pool does, with the pure steps of [`crate::embedding`]. If it crashes mid-request, the pool
 //! (its supervisor) settles the request's items as a crash and restarts it.
 
@@ -9,8 +10,11 @@ use super::rate_limiter::Permit;
 use super::vector_writer::VectorWriterMsg;
 use crate::embedding::{EmbedRequest, RequestOutcome, to_points};
 use crate::providers::{Embedder, ProviderError, RateLimitHints};
+use crate::retry::Backoff;
+use crate::vectors::VectorError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 pub enum WorkerMsg {
@@ -48,25 +52,49 @@ async fn embed(args: &WorkerArgs, request: &EmbedRequest, permit: Permit) -> Req
             });
         }
     };
-    let written = args
-        .vector_writer
-        .call(|reply| VectorWriterMsg::Upsert { points, reply }, None)
-        .await;
-    match written {
-        Ok(Ok(refused)) => {
-            let rejected = refused
-                .into_iter()
-                .filter_map(|(item, reason)| {
-                    let index = request.inputs.iter().position(|i| i.item_id == item)?;
-                    Some((index, reason))
-                })
-                .collect();
-            RequestOutcome::Stored { rejected }
+    // The vectors are paid for: while the vector store cannot be reached (or the writer
+    // restarts), keep them and write again, using no attempt, for up to STORE_OUTAGE_WAIT.
+    let mut waits = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let started = Instant::now();
+    loop {
+        let attempt = points.clone();
+        let written = args
+            .vector_writer
+            .call(
+                |reply| VectorWriterMsg::Upsert {
+                    points: attempt,
+                    reply,
+                },
+                None,
+            )
+            .await;
+        let unavailable = match written {
+            Ok(Ok(refused)) => {
+                let rejected = refused
+                    .into_iter()
+                    .filter_map(|(item, reason)| {
+                        let index = request.inputs.iter().position(|i| i.item_id == item)?;
+                        Some((index, reason))
+                    })
+                    .collect();
+                return RequestOutcome::Stored { rejected };
+            }
+            Ok(Err(e @ VectorError::Unavailable(_))) => e.to_string(),
+            Ok(Err(e)) => return RequestOutcome::Store(e.to_string()),
+            Err(unreachable) => unreachable.to_string(),
+        };
+        if started.elapsed() >= STORE_OUTAGE_WAIT {
+            return RequestOutcome::Store(unavailable);
         }
-        Ok(Err(e)) => RequestOutcome::Store(e.to_string()),
-        Err(unreachable) => RequestOutcome::Store(unreachable.to_string()),
+        let wait = waits.next_wait();
+        tracing::warn!(reason = %unavailable, retry_in = ?wait, "vectors not written yet; holding them");
+        tokio::time::sleep(wait).await;
     }
 }
+
+/// How long a worker holds embedded vectors while the vector store cannot be reached before
+/// it gives them up (their items then use an attempt).
+const STORE_OUTAGE_WAIT: Duration = Duration::from_secs(300);
 
 pub struct EmbeddingWorker;
 

@@ -11,6 +11,7 @@ pub mod invariants;
 pub mod mock_provider;
 pub mod proxy;
 pub mod redis_server;
+pub mod vectors;
 
 use embedq::config::Settings;
 use embedq::queue::Keys;
@@ -79,13 +80,14 @@ impl TestDatabase {
 pub const TEST_DIMENSION: usize = 8;
 
 /// Settings for a test: defaults, a random port, the given database, vectors under
-/// `vectors_dir`, a fresh Redis prefix, short timeouts, and a provider URL where nothing
-/// listens (tests that embed point it at a mock provider).
+/// `vectors_dir` (or a collection of its own on `QDRANT_URL`, see [`vectors`]), a fresh Redis
+/// prefix, short timeouts, and a provider URL where nothing listens (tests that embed point
+/// it at a mock provider).
 pub fn test_settings(database_url: &str, vectors_dir: &std::path::Path) -> Settings {
     let mut s = Settings::defaults();
     s.server.listen = "127.0.0.1:0".parse().unwrap();
     s.database.url = database_url.to_owned();
-    s.vectors.path = vectors_dir.display().to_string();
+    s.vectors = vectors::settings(vectors_dir);
     s.embedding.provider = embedq::config::Provider::Openai;
     s.embedding.model = "text-embedding-3-small".into();
     s.embedding.dimension = TEST_DIMENSION;
@@ -351,6 +353,7 @@ impl TestApp {
         let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
         delete_prefix(&self.settings.redis.url, self.keys.prefix()).await;
         drop(self.vectors);
+        vectors::clean_up(&self.settings.vectors).await;
         let _ = std::fs::remove_dir_all(&self.vectors_dir);
     }
 }
