@@ -140,6 +140,7 @@ pub struct LimitSettings {
     pub max_items_per_request: usize,
     pub max_content_bytes: usize,
     pub max_job_item_ids: usize,
+    pub max_metadata_bytes: usize,
 }
 
 /// Which embeddings provider embedq calls.
@@ -426,6 +427,9 @@ impl Settings {
         }
         if self.limits.max_job_item_ids == 0 {
             return invalid("limits.max_job_item_ids", "must be at least 1");
+        }
+        if self.limits.max_metadata_bytes < 2 || self.limits.max_metadata_bytes > 1_048_576 {
+            return invalid("limits.max_metadata_bytes", "must be between 2 and 1048576");
         }
         let e = &self.embedding;
         if e.dimension == 0 || e.dimension > 65_536 {

@@ -5,7 +5,8 @@
 //! The crate is laid out by role in the flow (see `ARCHITECTURE.md`): `domain` holds the
 //! parsed, always-valid types; `store` the SQL state; `queue` the Redis streams; `messages`
 //! what travels on them; `providers` the embedding APIs; `vectors` the vector stores;
-//! `embedding` the pure steps of embedding a task; `limiter` back-pressure; `retry`, `gate`
+//! `embedding` the pure steps of embedding a task; `point_sync` what SQL's deletes and
+//! metadata changes owe the vector store; `limiter` back-pressure; `retry`, `gate`
 //! and `shutdown` one policy each; `actors` the supervised pipeline; `http` the admin surface;
 //! `startup` wires them together. The public surface is what the binary, the tests and the
 //! benches use; the rest is `pub(crate)`.
@@ -21,6 +22,7 @@ pub(crate) mod http;
 pub(crate) mod limiter;
 pub mod messages;
 pub(crate) mod metrics;
+pub mod point_sync;
 pub mod providers;
 pub mod queue;
 pub(crate) mod retry;

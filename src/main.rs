@@ -77,10 +77,17 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show items.
+    /// Show or delete items.
     Items {
         #[command(subcommand)]
         command: ItemsCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete contexts.
+    Contexts {
+        #[command(subcommand)]
+        command: ContextsCommand,
         #[command(flatten)]
         remote: Remote,
     },
@@ -137,6 +144,17 @@ enum JobsCommand {
 enum ItemsCommand {
     /// An item's status, attempts and last error.
     Show { id: String },
+    /// Delete items: their rows and their points go.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContextsCommand {
+    /// Delete a context and every item of it.
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -306,6 +324,34 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
             ItemsCommand::Show { id } => {
                 let item = client(&remote)?.get(&format!("/v1/items/{id}")).await?;
                 println!("{}", serde_json::to_string_pretty(&item)?);
+            }
+            ItemsCommand::Delete { ids } => {
+                let client = client(&remote)?;
+                let mut missing = Vec::new();
+                for id in &ids {
+                    let id = embedq::domain::ItemId::parse(id.as_str())
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    match client.delete(&format!("/v1/items/{id}")).await {
+                        Ok(_) => println!("deleted {id}"),
+                        Err(e) if e.to_string().contains("HTTP 404") => {
+                            missing.push(id.to_string())
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !missing.is_empty() {
+                    bail!("no such items: {}", missing.join(", "));
+                }
+            }
+        },
+        Command::Contexts { command, remote } => match command {
+            ContextsCommand::Delete { id } => {
+                let id = embedq::domain::ContextId::parse(id.as_str())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let answer = client(&remote)?
+                    .delete(&format!("/v1/contexts/{id}"))
+                    .await?;
+                println!("deleted context {id} and its {} items", answer["deleted"]);
             }
         },
         Command::DeadLetters { command, remote } => {

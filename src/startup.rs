@@ -7,7 +7,7 @@
 use crate::actors::{
     Addresses, Children, EmbeddingChildren, IntakeArgs, IntakeHealth, PlannerArgs, PoolArgs,
     RateLimitedEmbedder, RateLimiterArgs, ReconcilerArgs, ReconcilerReport, StatusWriterArgs,
-    SupervisionReport, Supervisor, SupervisorArgs, SupervisorMsg, WorkerArgs,
+    SupervisionReport, Supervisor, SupervisorArgs, SupervisorMsg, VectorWriterArgs, WorkerArgs,
 };
 use crate::config::{Provider, Settings, VectorBackend};
 use crate::events::EventBus;
@@ -221,7 +221,6 @@ fn wire(
                     index: 0,
                     embedder: backends.embedder.clone(),
                     vector_writer: addresses.vector_writer.clone(),
-                    model: settings.embedding.model.clone(),
                 },
                 status_writer: addresses.status_writer.clone(),
                 gate: shared.gate.clone(),
@@ -277,8 +276,17 @@ fn wire(
             task_size: settings.planner.task_size,
             max_queued_tasks: settings.planner.max_queued_tasks,
             report: shared.reconciler.clone(),
+            point_sync: crate::point_sync::PointSync::new(
+                backends.store.clone(),
+                backends.vectors.clone(),
+            ),
         },
-        vectors: backends.vectors.clone(),
+        vector_writer: VectorWriterArgs {
+            vectors: backends.vectors.clone(),
+            store: backends.store.clone(),
+            model: settings.embedding.model.clone(),
+            generation: 1,
+        },
         rate_limiter: RateLimiterArgs {
             budget: RateBudget::new(
                 backends.shared.clone(),
@@ -363,6 +371,10 @@ impl Application {
             shutdown.clone(),
         );
         let state = AppState {
+            point_sync: crate::point_sync::PointSync::new(
+                backends.store.clone(),
+                backends.vectors.clone(),
+            ),
             store: backends.store,
             redis: backends.shared,
             redis_durability: backends.durability,

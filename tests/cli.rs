@@ -1,6 +1,7 @@
 //! The operator's CLI against a running daemon: `embedq ingest` reports bad lines by number
 //! and ingests the rest (and resumes after an interruption); `embedq jobs create --watch`
-//! prints progress lines until the job reaches 100%.
+//! prints progress lines until the job reaches 100%; `embedq items delete` and `embedq
+//! contexts delete` delete, name what they could not, and refuse a bad id before any request.
 
 mod support;
 
@@ -169,6 +170,43 @@ async fn jobs_watch_prints_progress_to_completion() {
     assert!(
         stderr.contains("404") && stderr.contains("no item nope"),
         "{stderr}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_and_contexts_delete() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.pipeline.embed = false).await;
+    app.seed_items("ctx", "it", 4).await;
+    app.seed_items("other", "ot", 2).await;
+
+    let (code, out, err) = embedq(&app, &["items", "delete", "it-000000", "it-000001"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("deleted it-000000") && out.contains("deleted it-000001"),
+        "{out}"
+    );
+    assert_eq!(app.item_count().await, 4);
+
+    let (code, out, err) = embedq(&app, &["items", "delete", "it-000002", "nope"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("no such items: nope"), "{err}");
+    assert_eq!(app.item_count().await, 3, "the known id was deleted");
+
+    let (code, _, err) = embedq(&app, &["items", "delete", "bad id"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("contains ' '"), "{err}");
+    assert_eq!(app.item_count().await, 3);
+
+    let (code, out, err) = embedq(&app, &["contexts", "delete", "ctx"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("deleted context ctx and its 1 items"), "{out}");
+    assert_eq!(app.item_count().await, 2);
+    let (code, _, err) = embedq(&app, &["contexts", "delete", "ctx"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("HTTP 404") && err.contains("no context ctx"),
+        "{err}"
     );
     app.stop().await;
 }

@@ -24,9 +24,10 @@ async fn store_with_items(backend: Backend, n: usize) -> (TestDatabase, Store, J
         .map(|i| NewItem {
             id: ItemId::parse(format!("it-{i}")).unwrap(),
             content: ItemContent::parse(format!("text {i}"), 1000).unwrap(),
+            metadata: None,
         })
         .collect();
-    store.upsert_items(&ctx, &items).await.unwrap();
+    store.upsert_items(&ctx, &items, &[]).await.unwrap();
     let job = store
         .create_job(NewJob {
             id: JobId::new(),
@@ -102,7 +103,8 @@ async fn duplicates_and_stale_outcomes_are_resolved(backend: Backend) {
         Some(&embedq::store::OutcomeCounts {
             completed: 2,
             failed: 1,
-            skipped: 0
+            skipped: 0,
+            deleted: 0,
         }),
         "{report:?}"
     );

@@ -25,7 +25,7 @@ async fn assert_points_match(app: &TestApp, ids: &[String]) {
         assert_eq!(points.len(), chunk.len(), "missing points");
         let contents = app.store.item_contents(chunk).await.unwrap();
         for p in points {
-            let content = &contents[&p.item_id];
+            let content = &contents[&p.item_id].content;
             let expected = MockProvider::vector_for(content, TEST_DIMENSION);
             let diff = p
                 .vector

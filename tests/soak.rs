@@ -250,9 +250,10 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
             .map(|i| embedq::store::NewItem {
                 id: embedq::domain::ItemId::parse(format!("it-{i:06}")).unwrap(),
                 content: embedq::domain::ItemContent::parse(content(i), 65_536).unwrap(),
+                metadata: None,
             })
             .collect();
-        store.upsert_items(&context, &batch).await.unwrap();
+        store.upsert_items(&context, &batch, &[]).await.unwrap();
     }
 
     let db_url = pg

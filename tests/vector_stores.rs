@@ -1,17 +1,22 @@
 //! One contract, two vector stores: the embedded qdrant-edge store on real files (always) and
-//! a Qdrant server (when one is given). Creating the collection, upserts that overwrite,
-//! context-filtered search best first, `get` leaving out missing items, delete, the data
-//! surviving a reopen, a dimension mismatch at start-up, points of the wrong dimension refused
-//! for good without a panic, and concurrent writes. The edge store is also checked to be on
-//! disk when an upsert returns.
+//! a Qdrant server (when one is given). Creating the collection, upserts that overwrite, the
+//! version gate (a stale upsert, metadata update or delete leaves a newer point alone),
+//! metadata in the payload and search filtered on it, context-filtered search best first,
+//! `get` leaving out missing items, paging through every point, the provenance in each
+//! point, the data surviving a reopen, a dimension mismatch at start-up, points of the wrong
+//! dimension refused for good without a panic, concurrent writes, and dropping the
+//! collection. The edge store is also checked to be on disk when an upsert returns.
 //!
 //! The server run is ignored unless asked for: `QDRANT_URL=http://127.0.0.1:6334 cargo test
 //! --test vector_stores -- --ignored` (the API key, if any, from `EMBEDQ_QDRANT_API_KEY`). Each
 //! run uses its own collection and drops it at the end.
 
 use embedq::config::{Secret, Settings, VectorBackend, VectorSettings};
-use embedq::domain::{ContentHash, ContextId, ItemId};
-use embedq::vectors::{EdgeVectorStore, QdrantServerStore, VectorError, VectorPoint, VectorStore};
+use embedq::domain::{ContentHash, ContextId, ItemId, Metadata, MetadataFilter};
+use embedq::vectors::{
+    EdgeVectorStore, MetadataUpdate, QdrantServerStore, VectorError, VectorPoint, VectorStore,
+};
+use serde_json::json;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::Path;
@@ -42,14 +47,30 @@ fn hash(text: &str) -> ContentHash {
     ContentHash::of(text)
 }
 
-fn point(i: usize, seed: usize, version: &str) -> VectorPoint {
+/// Item `i`'s point at version 1, its vector from `seed`, its hash from `content`.
+fn point(i: usize, seed: usize, content: &str) -> VectorPoint {
+    at_version(i, seed, content, 1)
+}
+
+fn at_version(i: usize, seed: usize, content: &str, version: i64) -> VectorPoint {
     VectorPoint {
         item_id: item(i),
         context_id: context_of(i),
-        content_hash: hash(version),
+        content_hash: hash(content),
         model: "test-model".into(),
+        generation: 1,
+        version,
+        metadata: Metadata::default(),
         vector: unit_vector(seed),
     }
+}
+
+fn none() -> MetadataFilter {
+    MetadataFilter::default()
+}
+
+fn filter(value: serde_json::Value) -> MetadataFilter {
+    MetadataFilter::parse(value).unwrap()
 }
 
 fn assert_close(actual: &[f32], expected: &[f32]) {
@@ -77,8 +98,11 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
         .unwrap();
     assert_eq!(store.count().await.unwrap(), 100);
 
-    // Writing an item again overwrites its point.
-    store.upsert(vec![point(3, 1_000, "v2")]).await.unwrap();
+    // Writing an item again at a higher version overwrites its point.
+    store
+        .upsert(vec![at_version(3, 1_000, "v2", 2)])
+        .await
+        .unwrap();
     assert_eq!(store.count().await.unwrap(), 100);
     let got = store.get(&[item(3)]).await.unwrap();
     assert_eq!(got.len(), 1);
@@ -86,7 +110,62 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
     assert_eq!(got[0].context_id, context_of(3));
     assert_eq!(got[0].content_hash, hash("v2"));
     assert_eq!(got[0].model, "test-model");
+    assert_eq!((got[0].generation, got[0].version), (1, 2));
     assert_close(&got[0].vector, &unit_vector(1_000));
+
+    // The version gate: a write of a lower version is dropped (in a batch with one that
+    // applies), the same version applies again.
+    store
+        .upsert(vec![
+            at_version(3, 2_000, "stale", 1),
+            at_version(4, 2_001, "v2", 2),
+        ])
+        .await
+        .unwrap();
+    let got = store.get(&[item(3), item(4)]).await.unwrap();
+    let by_id = |id: ItemId| got.iter().find(|p| p.item_id == id).unwrap().clone();
+    assert_eq!(by_id(item(3)).content_hash, hash("v2"), "a stale write won");
+    assert_close(&by_id(item(3)).vector, &unit_vector(1_000));
+    assert_eq!(by_id(item(4)).content_hash, hash("v2"));
+    store
+        .upsert(vec![at_version(4, 2_002, "v2-again", 2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(&[item(4)]).await.unwrap()[0].content_hash,
+        hash("v2-again")
+    );
+
+    // Metadata: updated in place for a lower version only, vector untouched; then filterable.
+    let acme = Metadata::parse(json!({"tenant": "acme", "year": 2025}), 1_000).unwrap();
+    let old = Metadata::parse(json!({"tenant": "old"}), 1_000).unwrap();
+    store
+        .set_metadata(vec![
+            MetadataUpdate {
+                item_id: item(4),
+                version: 3,
+                metadata: acme.clone(),
+            },
+            MetadataUpdate {
+                item_id: ItemId::parse("never-written").unwrap(),
+                version: 3,
+                metadata: acme.clone(),
+            },
+        ])
+        .await
+        .unwrap();
+    store
+        .set_metadata(vec![MetadataUpdate {
+            item_id: item(4),
+            version: 2,
+            metadata: old,
+        }])
+        .await
+        .unwrap();
+    let got = store.get(&[item(4)]).await.unwrap();
+    assert_eq!((got[0].version, &got[0].metadata), (3, &acme));
+    assert_close(&got[0].vector, &unit_vector(2_002));
+    assert_eq!(store.count().await.unwrap(), 100, "an update made no point");
 
     // `get` leaves out missing items.
     let missing = ItemId::parse("never-written").unwrap();
@@ -100,7 +179,10 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
 
     // Search stays inside one context, best first; the exact vector scores ~1.
     let ctx_a = ContextId::parse("ctx-a").unwrap();
-    let hits = store.search(&ctx_a, unit_vector(10), 10).await.unwrap();
+    let hits = store
+        .search(&ctx_a, unit_vector(10), 10, &none())
+        .await
+        .unwrap();
     assert_eq!(hits.len(), 10);
     assert_eq!(hits[0].item_id, item(10));
     assert!(
@@ -110,10 +192,16 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
     );
     assert!(hits.iter().all(|h| h.context_id == ctx_a));
     assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
-    let all_a = store.search(&ctx_a, unit_vector(10), 1_000).await.unwrap();
+    let all_a = store
+        .search(&ctx_a, unit_vector(10), 1_000, &none())
+        .await
+        .unwrap();
     assert_eq!(all_a.len(), 50);
     let ctx_b = ContextId::parse("ctx-b").unwrap();
-    let hits = store.search(&ctx_b, unit_vector(10), 5).await.unwrap();
+    let hits = store
+        .search(&ctx_b, unit_vector(10), 5, &none())
+        .await
+        .unwrap();
     assert!(
         hits.iter()
             .all(|h| h.context_id == ctx_b && h.item_id != item(10))
@@ -121,25 +209,91 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
     let unknown = ContextId::parse("nobody").unwrap();
     assert!(
         store
-            .search(&unknown, unit_vector(1), 5)
+            .search(&unknown, unit_vector(1), 5, &none())
             .await
             .unwrap()
             .is_empty()
     );
     assert!(
         store
-            .search(&ctx_a, unit_vector(0), 0)
+            .search(&ctx_a, unit_vector(0), 0, &none())
             .await
             .unwrap()
             .is_empty()
     );
 
-    // Delete; absent items are ignored.
-    store.delete(&[item(10), item(11), missing]).await.unwrap();
+    // Search filtered on metadata: a value, one of several, every field, none matching.
+    for (f, expected) in [
+        (json!({"tenant": "acme"}), vec![item(4)]),
+        (
+            json!({"tenant": ["x", "acme"], "year": 2025}),
+            vec![item(4)],
+        ),
+        (json!({"tenant": "acme", "year": 2024}), vec![]),
+        (json!({"tenant": "nobody"}), vec![]),
+    ] {
+        let hits = store
+            .search(&ctx_a, unit_vector(4), 10, &filter(f.clone()))
+            .await
+            .unwrap();
+        let ids: Vec<ItemId> = hits.into_iter().map(|h| h.item_id).collect();
+        assert_eq!(ids, expected, "filter {f}");
+    }
+    // The filter holds within the context: item 4 is in ctx-a only.
+    assert!(
+        store
+            .search(
+                &ctx_b,
+                unit_vector(4),
+                10,
+                &filter(json!({"tenant": "acme"}))
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Delete up to a version: a point of a higher version stays; absent items are ignored.
+    store
+        .delete(&[(item(10), 1), (item(11), 0), (missing, 9)])
+        .await
+        .unwrap();
+    assert_eq!(store.count().await.unwrap(), 99);
+    assert_eq!(
+        store.get(&[item(11)]).await.unwrap().len(),
+        1,
+        "a newer point went"
+    );
+    store.delete(&[(item(11), 5)]).await.unwrap();
     assert_eq!(store.count().await.unwrap(), 98);
     assert!(store.get(&[item(10), item(11)]).await.unwrap().is_empty());
-    let hits = store.search(&ctx_a, unit_vector(10), 3).await.unwrap();
+    let hits = store
+        .search(&ctx_a, unit_vector(10), 3, &none())
+        .await
+        .unwrap();
     assert!(hits.iter().all(|h| h.item_id != item(10)));
+
+    // Paging through every point, in pages of 7: each once, with its provenance.
+    let mut seen = HashSet::new();
+    let mut from = None;
+    loop {
+        let page = store.scroll(from, 7).await.unwrap();
+        assert!(page.points.len() <= 7);
+        for p in &page.points {
+            assert!(seen.insert(p.item_id.clone()), "{} twice", p.item_id);
+            assert_eq!(p.point_id, embedq::vectors::point_id(&p.item_id));
+            assert_eq!(
+                (p.dimension, p.generation, p.model.as_str()),
+                (DIM, 1, "test-model")
+            );
+        }
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 98);
+    assert!(!seen.contains(&item(10)) && seen.contains(&item(3)));
 
     // A point of the wrong dimension is refused for good, and a refused write writes nothing.
     let mut short = point(200, 1, "h");
@@ -150,7 +304,7 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
     }
     assert_eq!(store.count().await.unwrap(), 98);
     assert!(matches!(
-        store.search(&ctx_a, vec![1.0; DIM + 1], 5).await,
+        store.search(&ctx_a, vec![1.0; DIM + 1], 5, &none()).await,
         Err(VectorError::Rejected(_))
     ));
 
@@ -164,7 +318,10 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
                 .collect();
             store.upsert(points).await.unwrap();
             let ctx = ContextId::parse("ctx-a").unwrap();
-            store.search(&ctx, unit_vector(batch), 5).await.unwrap();
+            store
+                .search(&ctx, unit_vector(batch), 5, &MetadataFilter::default())
+                .await
+                .unwrap();
         }));
     }
     for task in tasks {
@@ -190,8 +347,12 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].content_hash, hash("v2"));
     assert_close(&got[0].vector, &unit_vector(1_000));
-    let hits = store.search(&ctx_a, unit_vector(20), 1).await.unwrap();
+    let hits = store
+        .search(&ctx_a, unit_vector(20), 1, &none())
+        .await
+        .unwrap();
     assert_eq!(hits[0].item_id, item(20));
+    assert_eq!(store.get(&[item(4)]).await.unwrap()[0].metadata, acme);
 
     // Another dimension is a start-up error.
     match store.ensure_collection(DIM * 2).await {
@@ -200,6 +361,14 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
         }) => assert_eq!((expected, found), (DIM * 2, DIM)),
         other => panic!("expected DimensionMismatch, got {other:?}"),
     }
+
+    // Dropped: gone, twice is harmless, and it can be made again, empty.
+    store.drop_collection().await.unwrap();
+    store.drop_collection().await.unwrap();
+    let store = reopen().await;
+    store.ensure_collection(DIM).await.unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+    store.drop_collection().await.unwrap();
 }
 
 fn edge_settings(dir: &Path) -> VectorSettings {
@@ -253,7 +422,10 @@ async fn an_edge_upsert_is_on_disk_when_it_returns() {
         .upsert((0..50).map(|i| point(i, i, "v1")).collect())
         .await
         .unwrap();
-    store.upsert(vec![point(3, 1_000, "v2")]).await.unwrap();
+    store
+        .upsert(vec![at_version(3, 1_000, "v2", 2)])
+        .await
+        .unwrap();
     let snapshot = tempfile::tempdir().unwrap();
     copy_dir(
         &dir.path().join(&settings.collection),
@@ -295,11 +467,4 @@ async fn the_qdrant_server_store_keeps_the_contract() {
         })
     })
     .await;
-
-    let admin = qdrant_client::Qdrant::from_url(&url)
-        .api_key(key.as_ref().map(|k| k.expose().to_owned()))
-        .skip_compatibility_check()
-        .build()
-        .unwrap();
-    admin.delete_collection(&settings.collection).await.unwrap();
 }

@@ -8,7 +8,7 @@
 use super::address::Address;
 use super::rate_limiter::Permit;
 use super::vector_writer::VectorWriterMsg;
-use crate::embedding::{EmbedRequest, RequestOutcome, to_points};
+use crate::embedding::{EmbedRequest, RequestOutcome, to_vectors};
 use crate::providers::{Embedder, ProviderError, RateLimitHints};
 use crate::retry::Backoff;
 use crate::vectors::VectorError;
@@ -30,8 +30,6 @@ pub struct WorkerArgs {
     pub index: usize,
     pub embedder: Arc<dyn Embedder>,
     pub vector_writer: Address<VectorWriterMsg>,
-    /// The model recorded in every point.
-    pub model: String,
 }
 
 /// The request, from the call to the stored vectors.
@@ -40,8 +38,8 @@ async fn embed(args: &WorkerArgs, request: &EmbedRequest, permit: Permit) -> Req
         Ok(embedded) => embedded.vectors,
         Err(e) => return RequestOutcome::Provider(e),
     };
-    let points = match to_points(request, vectors, &args.model) {
-        Ok(points) => points,
+    let computed = match to_vectors(request, vectors) {
+        Ok(computed) => computed,
         Err(problem) => {
             return RequestOutcome::Provider(ProviderError::Transient {
                 reason: format!("bad response body: {problem}"),
@@ -57,27 +55,27 @@ async fn embed(args: &WorkerArgs, request: &EmbedRequest, permit: Permit) -> Req
     let mut waits = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let started = Instant::now();
     loop {
-        let attempt = points.clone();
+        let attempt = computed.clone();
         let written = args
             .vector_writer
             .call(
                 |reply| VectorWriterMsg::Upsert {
-                    points: attempt,
+                    vectors: attempt,
                     reply,
                 },
                 None,
             )
             .await;
         let unavailable = match written {
-            Ok(Ok(refused)) => {
-                let rejected = refused
+            Ok(Ok(not_stored)) => {
+                let not_stored = not_stored
                     .into_iter()
-                    .filter_map(|(item, reason)| {
+                    .filter_map(|(item, why)| {
                         let index = request.inputs.iter().position(|i| i.item_id == item)?;
-                        Some((index, reason))
+                        Some((index, why))
                     })
                     .collect();
-                return RequestOutcome::Stored { rejected };
+                return RequestOutcome::Stored { not_stored };
             }
             Ok(Err(e @ VectorError::Unavailable(_))) => e.to_string(),
             Ok(Err(e)) => return RequestOutcome::Store(e.to_string()),

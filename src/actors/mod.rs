@@ -36,3 +36,4 @@ pub(crate) use supervision_report::SupervisionReport;
 pub(crate) use supervisor::{
     Addresses, Children, EmbeddingChildren, Supervisor, SupervisorArgs, SupervisorMsg,
 };
+pub(crate) use vector_writer::VectorWriterArgs;

@@ -481,10 +481,14 @@ mod tests {
                 .map(|i| NewItem {
                     id: ItemId::parse(format!("{context}-{i:04}")).unwrap(),
                     content: ItemContent::parse(format!("text {i}"), 1_000).unwrap(),
+                    metadata: None,
                 })
                 .collect();
             let context = ContextId::parse(context).unwrap();
-            self.store().upsert_items(&context, &items).await.unwrap();
+            self.store()
+                .upsert_items(&context, &items, &[])
+                .await
+                .unwrap();
         }
 
         async fn job(&self, context: &str) -> JobId {

@@ -10,6 +10,9 @@
 //!   task on the stream, pending ones included, and no retry waiting): those items have no
 //!   task anywhere, so they are planned again too.
 //!
+//! - deleted items whose points the API could not remove, and metadata changes it could not
+//!   write into payloads (see [`crate::point_sync`]): applied now.
+//!
 //! Items already final are never counted again (their rows have their outcome); an item whose
 //! task comes back twice is embedded at most twice and counted once.
 
@@ -32,6 +35,9 @@ pub struct ReconcilerFigures {
     pub jobs_enqueued: u64,
     pub jobs_replanned: u64,
     pub items_replanned: u64,
+    /// Points of deleted items removed, and payloads updated, that the API had left owed.
+    pub points_removed: u64,
+    pub payloads_updated: u64,
     /// When the last repair happened (ms since the epoch).
     pub last_repair_ms: Option<i64>,
     pub last_error: Option<String>,
@@ -74,6 +80,7 @@ pub struct ReconcilerArgs {
     /// Planning again waits while the tasks stream holds more entries than this.
     pub max_queued_tasks: u64,
     pub report: ReconcilerReport,
+    pub point_sync: crate::point_sync::PointSync,
 }
 
 pub struct ReconcilerState {
@@ -89,6 +96,8 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Sync(#[from] crate::point_sync::SyncError),
     #[error("{0}")]
     Injected(String),
 }
@@ -101,6 +110,8 @@ pub struct Repairs {
     /// Fully planned jobs whose unfinished items were planned again.
     pub jobs_replanned: usize,
     pub items_replanned: i64,
+    pub points_removed: usize,
+    pub payloads_updated: usize,
 }
 
 /// How planning a job's unfinished items again went.
@@ -174,6 +185,21 @@ async fn replan(
 /// One round; public to the crate so a test can drive it without the actor.
 pub(crate) async fn reconcile(args: &ReconcilerArgs) -> Result<Repairs, ReconcileError> {
     let mut repairs = Repairs::default();
+    // Neither part waits on the other: a vector store outage does not hold back what Redis
+    // lost, nor the other way round.
+    let redis = repair_redis(args, &mut repairs).await;
+    let swept = args.point_sync.sweep().await;
+    if let Ok(swept) = &swept {
+        repairs.points_removed = swept.points_removed;
+        repairs.payloads_updated = swept.payloads_updated;
+    }
+    redis?;
+    swept?;
+    Ok(repairs)
+}
+
+/// Re-enqueues and plans again what Redis lost.
+async fn repair_redis(args: &ReconcilerArgs, repairs: &mut Repairs) -> Result<(), ReconcileError> {
     let epoch = args.scripts.epoch().await?;
     let unknown_before = now_millis() - args.grace.as_millis() as i64;
     for job in args
@@ -189,8 +215,8 @@ pub(crate) async fn reconcile(args: &ReconcilerArgs) -> Result<Repairs, Reconcil
                     repairs.jobs_replanned += 1;
                     repairs.items_replanned += items;
                 }
-                Replanned::Throttled => return Ok(repairs),
-                Replanned::EpochChanged => return Ok(repairs),
+                Replanned::Throttled => return Ok(()),
+                Replanned::EpochChanged => return Ok(()),
             }
         } else {
             // The entry first: if this daemon stops right after, the job still reads as of
@@ -199,7 +225,7 @@ pub(crate) async fn reconcile(args: &ReconcilerArgs) -> Result<Repairs, Reconcil
             let enqueued =
                 enqueue_job(&mut conn, &args.keys, &JobMessage::recorded(job.id)).await?;
             if enqueued.epoch != epoch {
-                return Ok(repairs);
+                return Ok(());
             }
             args.store.restart_planning(job.id, &epoch).await?;
             tracing::warn!(job = %job.id, "Redis lost this job's entry; it was enqueued again and is planned from the start");
@@ -220,11 +246,11 @@ pub(crate) async fn reconcile(args: &ReconcilerArgs) -> Result<Repairs, Reconcil
                     repairs.jobs_replanned += 1;
                     repairs.items_replanned += items;
                 }
-                Replanned::Throttled | Replanned::EpochChanged => return Ok(repairs),
+                Replanned::Throttled | Replanned::EpochChanged => return Ok(()),
             }
         }
     }
-    Ok(repairs)
+    Ok(())
 }
 
 pub struct Reconciler;
@@ -298,10 +324,15 @@ impl Actor for Reconciler {
                     r.jobs_enqueued += repairs.jobs_enqueued as u64;
                     r.jobs_replanned += repairs.jobs_replanned as u64;
                     r.items_replanned += items;
+                    r.points_removed += repairs.points_removed as u64;
+                    r.payloads_updated += repairs.payloads_updated as u64;
                     r.last_repair_ms = Some(now_millis());
                     r.last_error = None;
                 });
-                tracing::info!(?repairs, "reconciled what Redis lost");
+                tracing::info!(
+                    ?repairs,
+                    "reconciled what Redis lost or the vector store was owed"
+                );
             }
             Ok(_) => state.args.report.update(|r| r.last_error = None),
             Err(e) => {

@@ -18,14 +18,13 @@ use super::restarts::RestartBudget;
 use super::retry_scheduler::{RetryScheduler, RetrySchedulerMsg};
 use super::status_writer::{StatusMsg, StatusWriter, StatusWriterArgs};
 use super::supervision_report::SupervisionReport;
-use super::vector_writer::{VectorWriter, VectorWriterMsg};
+use super::vector_writer::{VectorWriter, VectorWriterArgs, VectorWriterMsg};
 use crate::config::SupervisionSettings;
 use crate::events::EventBus;
 use crate::gate::PipelineGate;
 use crate::messages::{JobMessage, TaskMessage};
 use crate::queue::{RetrySet, StreamAcker};
 use crate::shutdown::{Shutdown, ShutdownPlan};
-use crate::vectors::VectorStore;
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
@@ -118,7 +117,7 @@ pub struct Children {
     pub job_intake: IntakeArgs<PlannerMsg>,
     pub planner: PlannerArgs,
     pub reconciler: ReconcilerArgs,
-    pub vectors: Arc<dyn VectorStore>,
+    pub vector_writer: VectorWriterArgs,
     pub rate_limiter: RateLimiterArgs,
     /// The embedding side; `None` on a planner-only daemon (`pipeline.embed = false`).
     pub embedding: Option<EmbeddingChildren>,
@@ -206,7 +205,7 @@ impl Supervisor {
         let cell = match role {
             ChildRole::VectorWriter => {
                 let (actor, _) =
-                    Actor::spawn_linked(name, VectorWriter, c.vectors.clone(), me).await?;
+                    Actor::spawn_linked(name, VectorWriter, c.vector_writer.clone(), me).await?;
                 a.vector_writer.set(actor.clone());
                 actor.get_cell()
             }

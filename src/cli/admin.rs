@@ -67,6 +67,14 @@ impl AdminClient {
         .await
     }
 
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(
+            self.request(reqwest::Method::DELETE, path),
+            &format!("DELETE {path}"),
+        )
+        .await
+    }
+
     /// POST returning the status too (ingestion needs to tell a refused batch from the rest).
     pub async fn post_raw(&self, path: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
         let response = self

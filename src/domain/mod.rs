@@ -3,11 +3,13 @@
 
 mod content;
 mod ids;
+mod metadata;
 mod scope;
 mod status;
 
 pub use content::{ContentHash, ItemContent};
 pub use ids::{ContextId, ItemId, JobId};
+pub use metadata::{FieldFilter, FilterValue, Metadata, MetadataFilter};
 pub use scope::JobScope;
 pub use status::{ItemStatus, JobState};
 

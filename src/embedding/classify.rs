@@ -57,7 +57,7 @@ pub fn classify(
         let row = match by_id.remove(&item.id) {
             // Deleted since planning: nothing to embed.
             None => {
-                out.outcomes.push(outcome(OutcomeKind::Skipped));
+                out.outcomes.push(outcome(OutcomeKind::Deleted));
                 continue;
             }
             Some(LoadedItem::Corrupt { reason, .. }) => {
@@ -222,7 +222,7 @@ pub(crate) mod tests {
             .iter()
             .map(|o| (o.item_id.as_str(), &o.kind, o.attempts))
             .collect();
-        assert_eq!(kinds[0], ("gone", &OutcomeKind::Skipped, 0));
+        assert_eq!(kinds[0], ("gone", &OutcomeKind::Deleted, 0));
         assert_eq!(kinds[1], ("done", &OutcomeKind::Skipped, 0));
         assert!(
             matches!(kinds[2], ("spent", OutcomeKind::Failed { reason }, 4) if reason.contains("exhausted"))

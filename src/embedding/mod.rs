@@ -19,6 +19,6 @@ mod request;
 pub use classify::{PreparedInput, classify};
 pub use progress::{InputResult, TaskProgress, settle_unloaded};
 pub use request::{
-    EmbedRequest, Group, InputAction, InputRef, PendingInputs, RequestInput, RequestOutcome,
-    actions_for, to_points,
+    ComputedVector, EmbedRequest, Group, InputAction, InputRef, NotStored, PendingInputs,
+    RequestInput, RequestOutcome, actions_for, to_vectors,
 };

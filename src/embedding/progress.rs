@@ -24,6 +24,11 @@ pub enum InputResult {
     /// Never sent (the provider became unusable, or the daemon is stopping): it goes back with
     /// its attempts unchanged.
     Unattempted,
+    /// The item was deleted meanwhile: nothing more to do.
+    Deleted,
+    /// Its content changed meanwhile: it goes back, with its attempts unchanged, to be loaded
+    /// and embedded again.
+    Superseded,
 }
 
 /// The items of one task as they are resolved.
@@ -115,8 +120,16 @@ impl TaskProgress {
                     },
                 }
             }
-            InputResult::Unattempted => {
+            InputResult::Unattempted | InputResult::Superseded => {
                 self.unattempted.push(item.clone());
+                return;
+            }
+            InputResult::Deleted => {
+                self.outcomes.push(ItemOutcome {
+                    item_id: item.id.clone(),
+                    kind: OutcomeKind::Deleted,
+                    attempts: item.attempt,
+                });
                 return;
             }
         };

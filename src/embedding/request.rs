@@ -4,7 +4,6 @@
 use super::progress::InputResult;
 use crate::domain::{ContentHash, ContextId, ItemId};
 use crate::providers::{ProviderError, RequestLimits};
-use crate::vectors::VectorPoint;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -159,12 +158,21 @@ impl EmbedRequest {
     }
 }
 
-/// The points of a request's vectors, one per input, in input order.
-pub fn to_points(
+/// A vector the provider computed for one input, before the vector writer stamps it with
+/// the item's current version, metadata and the generation it is written to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputedVector {
+    pub item_id: ItemId,
+    pub context_id: ContextId,
+    pub content_hash: ContentHash,
+    pub vector: Vec<f32>,
+}
+
+/// The vectors of a request, one per input, in input order.
+pub fn to_vectors(
     request: &EmbedRequest,
     vectors: Vec<Vec<f32>>,
-    model: &str,
-) -> Result<Vec<VectorPoint>, String> {
+) -> Result<Vec<ComputedVector>, String> {
     if vectors.len() != request.inputs.len() {
         return Err(format!(
             "{} vectors for {} inputs",
@@ -176,22 +184,32 @@ pub fn to_points(
         .inputs
         .iter()
         .zip(vectors)
-        .map(|(input, vector)| VectorPoint {
+        .map(|(input, vector)| ComputedVector {
             item_id: input.item_id.clone(),
             context_id: input.context_id.clone(),
             content_hash: input.content_hash.clone(),
-            model: model.to_owned(),
             vector,
         })
         .collect())
 }
 
+/// Why the vector writer did not store one input's vector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotStored {
+    /// The store refused the point for good (its reason).
+    Refused(String),
+    /// The item was deleted; its point (if this write made one) is removed.
+    Deleted,
+    /// The item's content changed since it was loaded: this vector is stale, the item must be
+    /// embedded again (no attempt used).
+    Superseded,
+}
+
 /// How one request ended.
 #[derive(Debug, Clone)]
 pub enum RequestOutcome {
-    /// The vectors are stored, except those of the inputs (by index) the store refused for
-    /// good, with its reason.
-    Stored { rejected: Vec<(usize, String)> },
+    /// The vectors are stored, except those of the inputs (by index) named here.
+    Stored { not_stored: Vec<(usize, NotStored)> },
     /// The provider's error.
     Provider(ProviderError),
     /// The vector store failed the write as a whole, for now.
@@ -215,12 +233,16 @@ pub enum InputAction {
 pub fn actions_for(outcome: RequestOutcome, inputs: usize) -> (Vec<InputAction>, Option<String>) {
     let all = |action: InputAction| vec![action; inputs];
     match outcome {
-        RequestOutcome::Stored { rejected } => {
+        RequestOutcome::Stored { not_stored } => {
             let mut actions = all(InputAction::Resolve(InputResult::Embedded));
-            for (index, reason) in rejected {
+            for (index, why) in not_stored {
                 if let Some(action) = actions.get_mut(index) {
-                    *action = InputAction::Resolve(InputResult::Failed {
-                        reason: format!("the vector store refused the point: {reason}"),
+                    *action = InputAction::Resolve(match why {
+                        NotStored::Refused(reason) => InputResult::Failed {
+                            reason: format!("the vector store refused the point: {reason}"),
+                        },
+                        NotStored::Deleted => InputResult::Deleted,
+                        NotStored::Superseded => InputResult::Superseded,
                     });
                 }
             }
@@ -361,7 +383,7 @@ mod tests {
     }
 
     #[test]
-    fn points_carry_each_inputs_identity() {
+    fn vectors_carry_each_inputs_identity() {
         let request = EmbedRequest {
             id: 1,
             inputs: vec![RequestInput {
@@ -371,12 +393,12 @@ mod tests {
                 text: "x".into(),
             }],
         };
-        let points = to_points(&request, vec![vec![1.0, 0.0]], "m").unwrap();
+        let points = to_vectors(&request, vec![vec![1.0, 0.0]]).unwrap();
         assert_eq!(points[0].item_id.as_str(), "a");
         assert_eq!(points[0].context_id.as_str(), "c");
         assert_eq!(points[0].content_hash, ContentHash::of("x"));
         assert!(
-            to_points(&request, vec![], "m").is_err(),
+            to_vectors(&request, vec![]).is_err(),
             "a count mismatch is an error"
         );
     }
@@ -395,9 +417,13 @@ mod tests {
     fn each_outcome_decides_for_every_input() {
         let (a, fatal) = actions_for(
             RequestOutcome::Stored {
-                rejected: vec![(1, "bad point".into())],
+                not_stored: vec![
+                    (1, NotStored::Refused("bad point".into())),
+                    (3, NotStored::Deleted),
+                    (4, NotStored::Superseded),
+                ],
             },
-            3,
+            5,
         );
         assert_eq!(fatal, None);
         assert_eq!(a[0], InputAction::Resolve(InputResult::Embedded));
@@ -405,6 +431,8 @@ mod tests {
             matches!(&a[1], InputAction::Resolve(InputResult::Failed { reason }) if reason.contains("bad point"))
         );
         assert_eq!(a[2], InputAction::Resolve(InputResult::Embedded));
+        assert_eq!(a[3], InputAction::Resolve(InputResult::Deleted));
+        assert_eq!(a[4], InputAction::Resolve(InputResult::Superseded));
 
         let (a, _) = actions_for(RequestOutcome::Provider(transient(true)), 2);
         assert_eq!(a, vec![InputAction::Requeue; 2]);

@@ -109,6 +109,10 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::unavailable("the database is unavailable; try again")
             }
+            ref busy if crate::store::Store::is_busy(busy) => {
+                tracing::warn!(error = %e, "database busy");
+                Self::unavailable("the database is busy; try again")
+            }
             other => {
                 tracing::error!(error = %other, "database error");
                 Self::new(

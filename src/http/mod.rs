@@ -29,7 +29,8 @@ use utoipa_axum::routes;
 fn api() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
     let admin = OpenApiRouter::new()
         .routes(routes!(items::upsert_items))
-        .routes(routes!(items::get_item))
+        .routes(routes!(items::get_item, items::delete_item))
+        .routes(routes!(items::delete_context))
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel_job))

@@ -131,6 +131,8 @@ mod tests {
             content_hash: crate::domain::ContentHash::of("a"),
             embedded_model: None,
             embedded_hash: None,
+            version: 1,
+            metadata: serde_json::json!({}),
             created_at: 0,
             updated_at: 0,
         };
@@ -148,6 +150,7 @@ mod tests {
             completed: 0,
             failed: 0,
             skipped: 0,
+            deleted: 0,
             planning_cursor: None,
             planned_at: None,
             idempotency_key: None,
@@ -164,7 +167,10 @@ mod tests {
         let counts = crate::store::UpsertCounts {
             created: 1,
             changed: 0,
+            metadata_changed: 0,
             unchanged: 0,
+            deleted: 0,
+            not_found: 0,
         };
         assert_eq!(
             keys(&serde_json::to_value(counts).unwrap()),

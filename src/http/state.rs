@@ -22,6 +22,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub pipeline: PipelineView,
     pub vectors: Arc<dyn VectorStore>,
+    /// Applies deletes and metadata changes to the vector store after their commit.
+    pub point_sync: crate::point_sync::PointSync,
     /// Live events for `GET /v1/events` (job progress, pauses, restarts, rate limit).
     pub events: crate::events::EventBus,
     /// Renders the Prometheus metrics.

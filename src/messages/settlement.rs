@@ -9,8 +9,10 @@ use std::time::Duration;
 pub enum OutcomeKind {
     /// Embedded now; the vector is stored for this content hash.
     Completed { content_hash: ContentHash },
-    /// Already embedded with this content and model (or the item no longer exists).
+    /// Already embedded with this content and model.
     Skipped,
+    /// The item was deleted before its vector was stored (its point, if any, is removed).
+    Deleted,
     /// Final failure, with the reason.
     Failed { reason: String },
     /// Failed transiently; the item travels on in [`Settlement::retries`].
@@ -31,6 +33,7 @@ impl ItemOutcome {
         match self.kind {
             OutcomeKind::Completed { .. } => Some("COMPLETED"),
             OutcomeKind::Skipped => Some("SKIPPED"),
+            OutcomeKind::Deleted => Some("DELETED"),
             OutcomeKind::Failed { .. } => Some("FAILED"),
             OutcomeKind::Retrying { .. } => None,
         }

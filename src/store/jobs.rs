@@ -22,6 +22,27 @@ pub struct CreatedJob {
     pub created: bool,
 }
 
+/// The one rule of a job's end: once planned, a RUNNING job whose every planned item has its
+/// outcome (completed, failed, skipped or deleted) ends — FAILED if any item failed, else
+/// COMPLETED. Returns whether this call ended it.
+pub(super) async fn finish_if_done(
+    conn: &mut sqlx::AnyConnection,
+    job: JobId,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = CASE WHEN failed > 0 THEN 'FAILED' ELSE 'COMPLETED' END, \
+         finished_at = $2, updated_at = $2 \
+         WHERE id = $1 AND state = 'RUNNING' AND planned_at IS NOT NULL \
+         AND completed + failed + skipped + deleted >= total RETURNING id",
+    )
+    .bind(job.to_string())
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(done.is_some())
+}
+
 impl Store {
     /// Records a QUEUED job. With an idempotency key already used, returns that job instead.
     pub async fn create_job(&self, new: NewJob) -> Result<CreatedJob, StoreError> {

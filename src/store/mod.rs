@@ -7,15 +7,17 @@
 
 mod items;
 mod jobs;
+mod lifecycle;
 mod outcomes;
 mod placeholders;
 mod planning;
 mod reconcile;
 mod records;
 
-pub use items::{NewItem, UpsertCounts};
+pub use items::{NewItem, UpsertCounts, UpsertReport};
 pub use jobs::{CreatedJob, JobFilter, NewJob};
-pub use outcomes::{CommitReport, LoadedItem, OutcomeCounts, TaskItemRow};
+pub use lifecycle::{CurrentItem, DeleteReport, PayloadChange, Tombstone};
+pub use outcomes::{CommitReport, HitRow, LoadedItem, OutcomeCounts, TaskItemRow};
 pub use planning::PlannedItem;
 pub use reconcile::StrandedJob;
 pub use records::{ItemRecord, JobRecord};
@@ -132,6 +134,33 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at its start (`BEGIN
+    /// IMMEDIATE`, waiting up to the busy timeout): a transaction that reads first and writes
+    /// later could otherwise fail with "database is locked" (SQLITE_BUSY_SNAPSHOT) when another
+    /// writer committed in between, which no busy timeout waits out.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Whether an error is the database being busy (SQLite's lock held past the busy timeout,
+    /// PostgreSQL's serialization or lock failures): the caller may try again.
+    pub fn is_busy(error: &StoreError) -> bool {
+        let StoreError::Database(sqlx::Error::Database(db)) = error else {
+            return false;
+        };
+        matches!(
+            db.code().as_deref(),
+            // SQLITE_BUSY (and its extended codes, 517 BUSY_SNAPSHOT), SQLITE_LOCKED;
+            // PostgreSQL serialization_failure, deadlock_detected, lock_not_available.
+            Some("5" | "517" | "261" | "6" | "40001" | "40P01" | "55P03")
+        )
     }
 
     pub fn pool(&self) -> &AnyPool {

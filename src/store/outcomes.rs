@@ -5,7 +5,7 @@
 
 use super::placeholders;
 use super::{Store, StoreError};
-use crate::domain::{ContentHash, ContextId, ItemId, ItemStatus, JobId, now_millis};
+use crate::domain::{ContentHash, ContextId, ItemId, ItemStatus, JobId, Metadata, now_millis};
 use crate::messages::{ItemOutcome, OutcomeKind};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
@@ -38,12 +38,20 @@ impl LoadedItem {
     }
 }
 
+/// An item as a search hit shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HitRow {
+    pub content: String,
+    pub metadata: Metadata,
+}
+
 /// Outcomes newly counted into one job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OutcomeCounts {
     pub completed: i64,
     pub failed: i64,
     pub skipped: i64,
+    pub deleted: i64,
 }
 
 /// What one commit counted, per job.
@@ -84,6 +92,7 @@ fn task_item_row(id: &ItemId, r: &sqlx::any::AnyRow) -> Result<TaskItemRow, Stri
 /// retry, a success beats a failure, then the later attempt wins.
 fn weight(o: &ItemOutcome) -> (u8, u32) {
     let kind = match o.kind {
+        OutcomeKind::Deleted => 4,
         OutcomeKind::Completed { .. } => 3,
         OutcomeKind::Failed { .. } => 2,
         OutcomeKind::Skipped => 1,
@@ -156,7 +165,7 @@ impl Store {
         model: &str,
     ) -> Result<CommitReport, StoreError> {
         let now = now_millis();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
 
         // 1. Item rows: one UPDATE per chunk, one row per item (an UPDATE ... FROM with an id
         //    twice would pick either row). A completed item is written only if its content is
@@ -168,7 +177,7 @@ impl Store {
             batch
                 .iter()
                 .flat_map(|(_, outcomes)| outcomes.iter())
-                .filter(|o| !matches!(o.kind, OutcomeKind::Skipped))
+                .filter(|o| !matches!(o.kind, OutcomeKind::Skipped | OutcomeKind::Deleted))
                 .map(|o| (o.item_id.as_str(), o)),
         )
         .into_iter()
@@ -204,7 +213,7 @@ impl Store {
                     }
                     OutcomeKind::Failed { reason } => ("FAILED", Some(reason.clone()), None),
                     OutcomeKind::Retrying { reason } => ("PROCESSING", Some(reason.clone()), None),
-                    OutcomeKind::Skipped => unreachable!("filtered above"),
+                    OutcomeKind::Skipped | OutcomeKind::Deleted => unreachable!("filtered above"),
                 };
                 q = q
                     .bind(o.item_id.as_str().to_owned())
@@ -257,6 +266,7 @@ impl Store {
                 match outcome.as_str() {
                     "COMPLETED" => entry.completed += 1,
                     "FAILED" => entry.failed += 1,
+                    "DELETED" => entry.deleted += 1,
                     _ => entry.skipped += 1,
                 }
             }
@@ -266,26 +276,18 @@ impl Store {
         for (job, counts) in &report.counted {
             sqlx::query(
                 "UPDATE jobs SET completed = completed + $2, failed = failed + $3, \
-                 skipped = skipped + $4, updated_at = $5 WHERE id = $1",
+                 skipped = skipped + $4, deleted = deleted + $5, updated_at = $6 WHERE id = $1",
             )
             .bind(job.to_string())
             .bind(counts.completed)
             .bind(counts.failed)
             .bind(counts.skipped)
+            .bind(counts.deleted)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let done = sqlx::query(
-                "UPDATE jobs SET state = CASE WHEN failed > 0 THEN 'FAILED' ELSE 'COMPLETED' END, \
-                 finished_at = $2, updated_at = $2 \
-                 WHERE id = $1 AND state = 'RUNNING' AND planned_at IS NOT NULL \
-                 AND completed + failed + skipped >= total RETURNING id",
-            )
-            .bind(job.to_string())
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if done.is_some() {
+            let done = super::jobs::finish_if_done(&mut tx, *job, now).await?;
+            if done {
                 report.finished.push(*job);
             }
         }
@@ -293,16 +295,16 @@ impl Store {
         Ok(report)
     }
 
-    /// Contents of items, for showing search hits.
+    /// Contents and metadata of items, for showing search hits (deleted items are absent).
     pub async fn item_contents(
         &self,
         ids: &[ItemId],
-    ) -> Result<HashMap<ItemId, String>, StoreError> {
+    ) -> Result<HashMap<ItemId, HitRow>, StoreError> {
         let asked: HashMap<&str, &ItemId> = ids.iter().map(|i| (i.as_str(), i)).collect();
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
             let sql = format!(
-                "SELECT id, content FROM items WHERE id IN ({})",
+                "SELECT id, content, metadata FROM items WHERE id IN ({})",
                 placeholders::list(1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
@@ -312,7 +314,15 @@ impl Store {
             for r in q.fetch_all(&self.pool).await? {
                 let id: String = r.try_get("id")?;
                 if let Some(id) = asked.get(id.as_str()) {
-                    out.insert((*id).clone(), r.try_get("content")?);
+                    let metadata: Option<String> = r.try_get("metadata")?;
+                    out.insert(
+                        (*id).clone(),
+                        HitRow {
+                            content: r.try_get("content")?,
+                            metadata: Metadata::from_stored(metadata.as_deref())
+                                .map_err(|e| corrupt("items.metadata", e))?,
+                        },
+                    );
                 }
             }
         }

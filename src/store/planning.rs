@@ -170,22 +170,21 @@ impl Store {
     }
 
     /// Fixes the job's total. A job whose items are all accounted for (or that has none)
-    /// completes here; otherwise the status writer completes it.
+    /// ends here; otherwise the status writer (or a delete) ends it.
     pub async fn finish_planning(&self, id: JobId, planned: i64) -> Result<(), StoreError> {
         let now = now_millis();
+        let mut tx = self.begin_write().await?;
         sqlx::query(
-            "UPDATE jobs SET total = $2, planned_at = $3, updated_at = $3, \
-             state = CASE WHEN completed + failed + skipped >= $2 AND state = 'RUNNING' \
-                          THEN 'COMPLETED' ELSE state END, \
-             finished_at = CASE WHEN completed + failed + skipped >= $2 AND state = 'RUNNING' \
-                          THEN $3 ELSE finished_at END \
+            "UPDATE jobs SET total = $2, planned_at = $3, updated_at = $3 \
              WHERE id = $1 AND planned_at IS NULL",
         )
         .bind(id.to_string())
         .bind(planned)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        super::jobs::finish_if_done(&mut tx, id, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -1,7 +1,9 @@
 //! Rows as the store returns them, already parsed into domain types.
 
 use super::StoreError;
-use crate::domain::{ContentHash, ContextId, ItemId, ItemStatus, JobId, JobScope, JobState};
+use crate::domain::{
+    ContentHash, ContextId, ItemId, ItemStatus, JobId, JobScope, JobState, Metadata,
+};
 use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -22,6 +24,12 @@ pub struct ItemRecord {
     pub embedded_model: Option<String>,
     /// The content hash the stored vector was made from.
     pub embedded_hash: Option<ContentHash>,
+    /// Raised by every change of content or metadata; the stored point carries the version
+    /// it was written at.
+    pub version: i64,
+    /// The item's own fields, as given (an empty object when none were).
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
     /// Milliseconds since the Unix epoch.
     pub created_at: i64,
     /// Milliseconds since the Unix epoch.
@@ -29,7 +37,7 @@ pub struct ItemRecord {
 }
 
 pub(super) const ITEM_COLUMNS: &str = "id, context_id, status, attempts, last_error, content_hash, \
-     embedded_model, embedded_hash, created_at, updated_at";
+     embedded_model, embedded_hash, version, metadata, created_at, updated_at";
 
 impl ItemRecord {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -48,6 +56,12 @@ impl ItemRecord {
             embedded_hash: row
                 .try_get::<Option<String>, _>("embedded_hash")?
                 .map(ContentHash::from_stored),
+            version: row.try_get("version")?,
+            metadata: Metadata::from_stored(
+                row.try_get::<Option<String>, _>("metadata")?.as_deref(),
+            )
+            .map_err(corrupt)?
+            .to_value(),
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })
@@ -72,6 +86,9 @@ pub struct JobRecord {
     pub failed: i64,
     /// Items already up to date.
     pub skipped: i64,
+    /// Items deleted before the job reached them: `total = completed + failed + skipped +
+    /// deleted` once the job ends.
+    pub deleted: i64,
     /// Where planning stands (internal).
     pub planning_cursor: Option<String>,
     pub planned_at: Option<i64>,
@@ -85,7 +102,7 @@ pub struct JobRecord {
 }
 
 pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, total, completed, failed, \
-     skipped, planning_cursor, planned_at, idempotency_key, error, created_at, updated_at, \
+     skipped, deleted, planning_cursor, planned_at, idempotency_key, error, created_at, updated_at, \
      started_at, finished_at";
 
 impl JobRecord {
@@ -104,6 +121,7 @@ impl JobRecord {
             completed: row.try_get("completed")?,
             failed: row.try_get("failed")?,
             skipped: row.try_get("skipped")?,
+            deleted: row.try_get("deleted")?,
             planning_cursor: row.try_get("planning_cursor")?,
             planned_at: row.try_get("planned_at")?,
             idempotency_key: row.try_get("idempotency_key")?,
@@ -117,6 +135,6 @@ impl JobRecord {
 
     /// Items with a final outcome.
     pub fn done(&self) -> i64 {
-        self.completed + self.failed + self.skipped
+        self.completed + self.failed + self.skipped + self.deleted
     }
 }

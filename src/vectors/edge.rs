@@ -9,17 +9,25 @@
 //! the WAL, which the write lock rules out. Searches filter on the keyword-indexed payload
 //! field `context_id` and run brute force over plain segments: HNSW is built only by
 //! `EdgeShard::optimize`, which this store does not call.
+//!
+//! The version gate of every write is a filter per point — its id and "version absent or at
+//! most N" — joined in one `should`: a conditional upsert leaves the existing points the filter
+//! does not match, a filtered set-payload or delete touches only those it matches.
 
-use super::{SearchHit, VectorError, VectorPoint, VectorStore, point_id};
+use super::{
+    MetadataUpdate, PointPage, SearchHit, VectorError, VectorPoint, VectorStore, payload, point_id,
+};
 use crate::config::VectorSettings;
-use crate::domain::{ContentHash, ContextId, ItemId};
+use crate::domain::{ContextId, FilterValue, ItemId, MetadataFilter};
+use qdrant_edge::external::ordered_float::OrderedFloat;
 use qdrant_edge::{
-    Condition, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME, Distance, EdgeConfigBuilder,
-    EdgeShard, EdgeVectorParamsBuilder, FieldCondition, FieldIndexOperations, Filter, JsonPath,
-    Match, NamedQuery, OperationError, Payload, PayloadFieldSchema, PayloadSchemaType, PointId,
-    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, SearchRequest,
-    UpdateOperation, VectorInternal, VectorStructInternal, VectorStructPersisted,
-    WithPayloadInterface, WithVector,
+    Condition, ConditionalInsertOperation, CountRequest, CreateIndex, DEFAULT_VECTOR_NAME,
+    Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder, FieldCondition,
+    FieldIndexOperations, Filter, HasIdCondition, IsEmptyCondition, JsonPath, Match, NamedQuery,
+    OperationError, Payload, PayloadFieldSchema, PayloadOps, PayloadSchemaType, PointId,
+    PointInsertOperations, PointOperations, PointStructPersisted, QueryEnum, Range, ScrollRequest,
+    SearchRequest, SetPayloadOp, UpdateOperation, VectorInternal, VectorStructInternal,
+    VectorStructPersisted, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -27,8 +35,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The file qdrant-edge writes when it creates a shard: its presence means "the shard exists".
 const CONFIG_FILE: &str = "edge_config.json";
-/// The payload field searches filter on.
-const CONTEXT_FIELD: &str = "context_id";
 
 /// The [`VectorStore`] over an embedded qdrant-edge shard.
 pub struct EdgeVectorStore {
@@ -103,12 +109,37 @@ impl Inner {
         Ok(shard)
     }
 
-    /// Applies one update and flushes it to disk.
-    fn write(&self, shard: &Shard, operation: UpdateOperation) -> Result<(), VectorError> {
+    /// Applies updates in order and flushes them to disk.
+    fn write(
+        &self,
+        shard: &Shard,
+        operations: impl IntoIterator<Item = UpdateOperation>,
+    ) -> Result<(), VectorError> {
         let _writing = lock(&self.writes);
-        shard.engine.update(operation).map_err(engine_error)?;
+        let mut result = Ok(());
+        for operation in operations {
+            if let Err(e) = shard.engine.update(operation) {
+                result = Err(engine_error(e));
+                break;
+            }
+        }
         shard.engine.flush();
-        Ok(())
+        result
+    }
+
+    /// Removes the shard's directory (the shard is closed first).
+    fn remove(&self) -> Result<(), VectorError> {
+        let _writing = lock(&self.writes);
+        let mut slot = lock(&self.shard);
+        *slot = None;
+        match std::fs::remove_dir_all(&self.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VectorError::Backend(format!(
+                "removing {}: {e}",
+                self.dir.display()
+            ))),
+        }
     }
 }
 
@@ -126,15 +157,20 @@ impl Shard {
             .vector(DEFAULT_VECTOR_NAME, vector)
             .build();
         let engine = EdgeShard::new(dir, config).map_err(engine_error)?;
-        let index = CreateIndex {
-            field_name: context_field()?,
-            field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
-        };
-        engine
-            .update(UpdateOperation::FieldIndexOperation(
-                FieldIndexOperations::CreateIndex(index),
-            ))
-            .map_err(engine_error)?;
+        for (field, schema) in [
+            (payload::CONTEXT_ID, PayloadSchemaType::Keyword),
+            (payload::VERSION, PayloadSchemaType::Integer),
+        ] {
+            let index = CreateIndex {
+                field_name: path(field)?,
+                field_schema: Some(PayloadFieldSchema::FieldType(schema)),
+            };
+            engine
+                .update(UpdateOperation::FieldIndexOperation(
+                    FieldIndexOperations::CreateIndex(index),
+                ))
+                .map_err(engine_error)?;
+        }
         engine.flush();
         Ok(Self { engine, dimension })
     }
@@ -173,6 +209,10 @@ impl VectorStore for EdgeVectorStore {
         "qdrant-edge"
     }
 
+    fn collection(&self) -> &str {
+        &self.inner.collection
+    }
+
     async fn ensure_collection(&self, dimension: usize) -> Result<(), VectorError> {
         self.blocking(move |inner| {
             let shard = inner.shard(Some(dimension))?;
@@ -194,6 +234,7 @@ impl VectorStore for EdgeVectorStore {
         }
         self.blocking(move |inner| {
             let shard = inner.shard(None)?;
+            let gate = version_gate(points.iter().map(|p| (&p.item_id, p.version)));
             let points = points
                 .into_iter()
                 .map(|point| {
@@ -204,10 +245,49 @@ impl VectorStore for EdgeVectorStore {
                     Ok(to_persisted(point))
                 })
                 .collect::<Result<Vec<_>, VectorError>>()?;
-            let operation = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                PointInsertOperations::PointsList(points),
-            ));
-            inner.write(&shard, operation)
+            let operation = UpdateOperation::PointOperation(
+                PointOperations::UpsertPointsConditional(ConditionalInsertOperation {
+                    points_op: PointInsertOperations::PointsList(points),
+                    condition: gate,
+                    update_mode: None,
+                }),
+            );
+            inner.write(&shard, [operation])
+        })
+        .await
+    }
+
+    async fn set_metadata(&self, updates: Vec<MetadataUpdate>) -> Result<(), VectorError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.blocking(move |inner| {
+            let shard = inner.shard(None)?;
+            let operations = updates.into_iter().map(|update| {
+                // Only a point holding a lower version takes the update.
+                let gate = version_gate([(&update.item_id, update.version - 1)]);
+                UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
+                    payload: Payload(payload::of_metadata(update.version, &update.metadata)),
+                    points: None,
+                    filter: Some(gate),
+                    key: None,
+                }))
+            });
+            inner.write(&shard, operations.collect::<Vec<_>>())
+        })
+        .await
+    }
+
+    async fn delete(&self, items: &[(ItemId, i64)]) -> Result<(), VectorError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let gate = version_gate(items.iter().map(|(item, version)| (item, *version)));
+        self.blocking(move |inner| {
+            let shard = inner.shard(None)?;
+            let operation =
+                UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(gate));
+            inner.write(&shard, [operation])
         })
         .await
     }
@@ -217,18 +297,18 @@ impl VectorStore for EdgeVectorStore {
         context: &ContextId,
         vector: Vec<f32>,
         k: usize,
+        filter: &MetadataFilter,
     ) -> Result<Vec<SearchHit>, VectorError> {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let context = context.as_str().to_owned();
+        let filter = search_filter(context, filter)?;
         self.blocking(move |inner| {
             let shard = inner.shard(None)?;
             shard.check_len("the query vector", &vector)?;
-            let condition = FieldCondition::new_match(context_field()?, Match::from(context));
             let request = SearchRequest {
                 query: QueryEnum::Nearest(NamedQuery::default_dense(vector)),
-                filter: Some(Filter::new_must(Condition::Field(condition))),
+                filter: Some(filter),
                 params: None,
                 limit: k,
                 offset: 0,
@@ -240,15 +320,8 @@ impl VectorStore for EdgeVectorStore {
             found
                 .into_iter()
                 .map(|scored| {
-                    let payload = scored.payload.map(|p| p.0).unwrap_or_default();
-                    Ok(SearchHit {
-                        item_id: parsed(&payload, "item_id", ItemId::parse)?,
-                        context_id: parsed(&payload, "context_id", ContextId::parse)?,
-                        content_hash: ContentHash::from_stored(
-                            text(&payload, "content_hash")?.to_owned(),
-                        ),
-                        score: scored.score,
-                    })
+                    let fields = scored.payload.map(|p| p.0).unwrap_or_default();
+                    payload::hit(&fields, scored.score)
                 })
                 .collect()
         })
@@ -273,10 +346,40 @@ impl VectorStore for EdgeVectorStore {
             records
                 .into_iter()
                 .map(|record| {
-                    let payload = record.payload.map(|p| p.0).unwrap_or_default();
-                    from_stored(&payload, record.vector)
+                    let fields = record.payload.map(|p| p.0).unwrap_or_default();
+                    payload::point(&fields, dense(&fields, record.vector)?)
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn scroll(
+        &self,
+        from: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<PointPage, VectorError> {
+        self.blocking(move |inner| {
+            let shard = inner.shard(None)?;
+            let request = ScrollRequest {
+                offset: from.map(PointId::Uuid),
+                limit: Some(limit.max(1)),
+                filter: None,
+                with_payload: Some(WithPayloadInterface::Bool(true)),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            };
+            let (records, next) = shard.engine.scroll(request).map_err(engine_error)?;
+            let points = records
+                .into_iter()
+                .map(|record| {
+                    let id = uuid_of(record.id)?;
+                    let fields = record.payload.map(|p| p.0).unwrap_or_default();
+                    payload::record(id, &fields, shard.dimension)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let next = next.map(uuid_of).transpose()?;
+            Ok(PointPage { points, next })
         })
         .await
     }
@@ -294,18 +397,72 @@ impl VectorStore for EdgeVectorStore {
         .await
     }
 
-    async fn delete(&self, items: &[ItemId]) -> Result<(), VectorError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let ids = items.iter().map(edge_id).collect::<Vec<_>>();
-        self.blocking(move |inner| {
-            let shard = inner.shard(None)?;
-            let operation = UpdateOperation::PointOperation(PointOperations::DeletePoints { ids });
-            inner.write(&shard, operation)
-        })
-        .await
+    async fn drop_collection(&self) -> Result<(), VectorError> {
+        self.blocking(|inner| inner.remove()).await
     }
+}
+
+/// Matches the points of these items that hold at most the given version (or no version).
+fn version_gate<'a>(items: impl IntoIterator<Item = (&'a ItemId, i64)>) -> Filter {
+    let per_point = items
+        .into_iter()
+        .map(|(item, version)| {
+            let id: HasIdCondition = std::iter::once(edge_id(item)).collect();
+            let at_most = Range {
+                lt: None,
+                gt: None,
+                gte: None,
+                lte: Some(OrderedFloat(version as f64)),
+            };
+            let version_key = path(payload::VERSION).expect("a valid path");
+            let older = Filter {
+                should: Some(vec![
+                    Condition::IsEmpty(IsEmptyCondition::from(version_key.clone())),
+                    Condition::Field(FieldCondition::new_range(version_key, at_most)),
+                ]),
+                ..Filter::default()
+            };
+            Condition::Filter(Filter {
+                must: Some(vec![Condition::HasId(id), Condition::Filter(older)]),
+                ..Filter::default()
+            })
+        })
+        .collect();
+    Filter {
+        should: Some(per_point),
+        ..Filter::default()
+    }
+}
+
+/// The points of one context whose metadata passes `filter`.
+fn search_filter(context: &ContextId, filter: &MetadataFilter) -> Result<Filter, VectorError> {
+    let mut must = vec![Condition::Field(FieldCondition::new_match(
+        path(payload::CONTEXT_ID)?,
+        Match::from(context.as_str().to_owned()),
+    ))];
+    for field in &filter.0 {
+        let key = path(&payload::metadata_path(&field.key))?;
+        let any_of = field
+            .values
+            .iter()
+            .map(|value| {
+                let matching = match value {
+                    FilterValue::Keyword(s) => Match::from(s.clone()),
+                    FilterValue::Integer(i) => Match::from(*i),
+                    FilterValue::Bool(b) => Match::from(*b),
+                };
+                Condition::Field(FieldCondition::new_match(key.clone(), matching))
+            })
+            .collect();
+        must.push(Condition::Filter(Filter {
+            should: Some(any_of),
+            ..Filter::default()
+        }));
+    }
+    Ok(Filter {
+        must: Some(must),
+        ..Filter::default()
+    })
 }
 
 /// Locks a mutex, recovering it if a panicking engine call poisoned it: the data behind our
@@ -318,36 +475,40 @@ fn engine_error(error: OperationError) -> VectorError {
     VectorError::Backend(error.to_string())
 }
 
-fn context_field() -> Result<JsonPath, VectorError> {
-    CONTEXT_FIELD
+fn path(field: &str) -> Result<JsonPath, VectorError> {
+    field
         .parse()
-        .map_err(|()| VectorError::Backend(format!("invalid payload path {CONTEXT_FIELD:?}")))
+        .map_err(|()| VectorError::Backend(format!("invalid payload path {field:?}")))
 }
 
 fn edge_id(item: &ItemId) -> PointId {
     PointId::Uuid(point_id(item))
 }
 
-fn to_persisted(point: VectorPoint) -> PointStructPersisted {
-    let mut payload = Map::new();
-    payload.insert("item_id".into(), point.item_id.as_str().into());
-    payload.insert("context_id".into(), point.context_id.as_str().into());
-    payload.insert("content_hash".into(), point.content_hash.as_str().into());
-    payload.insert("model".into(), point.model.into());
-    PointStructPersisted {
-        id: edge_id(&point.item_id),
-        vector: VectorStructPersisted::Single(point.vector),
-        payload: Some(Payload(payload)),
+fn uuid_of(id: PointId) -> Result<uuid::Uuid, VectorError> {
+    match id {
+        PointId::Uuid(uuid) => Ok(uuid),
+        PointId::NumId(n) => Err(VectorError::Backend(format!(
+            "point {n} has a numeric id; embedq writes UUIDs only"
+        ))),
     }
 }
 
-/// Rebuilds a [`VectorPoint`] from a stored point's payload and its default dense vector.
-fn from_stored(
-    payload: &Map<String, Value>,
+fn to_persisted(point: VectorPoint) -> PointStructPersisted {
+    let fields = payload::of(&point);
+    PointStructPersisted {
+        id: edge_id(&point.item_id),
+        vector: VectorStructPersisted::Single(point.vector),
+        payload: Some(Payload(fields)),
+    }
+}
+
+/// The default dense vector of a stored point.
+fn dense(
+    fields: &Map<String, Value>,
     vector: Option<VectorStructInternal>,
-) -> Result<VectorPoint, VectorError> {
-    let item = text(payload, "item_id")?;
-    let vector = match vector {
+) -> Result<Vec<f32>, VectorError> {
+    match vector {
         Some(VectorStructInternal::Single(vector)) => Some(vector),
         Some(VectorStructInternal::Named(mut named)) => match named.remove(DEFAULT_VECTOR_NAME) {
             Some(VectorInternal::Dense(vector)) => Some(vector),
@@ -355,29 +516,11 @@ fn from_stored(
         },
         _ => None,
     }
-    .ok_or_else(|| VectorError::Backend(format!("point of item {item} has no dense vector")))?;
-    Ok(VectorPoint {
-        item_id: parsed(payload, "item_id", ItemId::parse)?,
-        context_id: parsed(payload, "context_id", ContextId::parse)?,
-        content_hash: ContentHash::from_stored(text(payload, "content_hash")?.to_owned()),
-        model: text(payload, "model")?.to_owned(),
-        vector,
+    .ok_or_else(|| {
+        let item = fields
+            .get(payload::ITEM_ID)
+            .and_then(Value::as_str)
+            .unwrap_or("?");
+        VectorError::Backend(format!("point of item {item} has no dense vector"))
     })
-}
-
-/// A payload field parsed into its domain type.
-fn parsed<T>(
-    payload: &Map<String, Value>,
-    key: &str,
-    parse: impl FnOnce(String) -> Result<T, crate::domain::ParseError>,
-) -> Result<T, VectorError> {
-    parse(text(payload, key)?.to_owned())
-        .map_err(|e| VectorError::Backend(format!("stored point's {key}: {e}")))
-}
-
-fn text<'a>(payload: &'a Map<String, Value>, key: &str) -> Result<&'a str, VectorError> {
-    payload
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| VectorError::Backend(format!("stored point lacks payload field {key:?}")))
 }

@@ -1,19 +1,25 @@
 //! Where vectors live. [`VectorStore`] is the one interface the pipeline writes through and
 //! search reads through, with two backends: an embedded Qdrant engine (qdrant-edge, files in
-//! the data directory, the default) and a Qdrant server over gRPC (qdrant-client).
+//! the data directory, the default) and a Qdrant server over gRPC (qdrant-client). One store
+//! value is one collection: a model migration opens a second one for the new generation.
 //!
-//! Point ids derive from the item id (UUIDv5), so writing an item again overwrites its point:
-//! a repeated write is harmless. Every point's payload names the item, its context, the content
-//! hash the vector was computed from, and the model.
+//! Point ids derive from the item id (UUIDv5), so writing an item again overwrites its point.
+//! Every point's payload carries its provenance (see [`payload`]): the item, its context, the
+//! content hash, model, dimension and generation the vector was made with, the item's version
+//! and its metadata. Every write is **gated by that version**: an upsert or a metadata update
+//! leaves a point that already holds a higher version, and a delete removes a point only up to
+//! the version it names. Item versions only grow, so whatever order concurrent writers reach
+//! the store in, it ends holding the newest — the write that loses a race is dropped.
 
 mod edge;
+pub mod payload;
 mod qdrant_server;
 
 pub use edge::EdgeVectorStore;
 pub use qdrant_server::QdrantServerStore;
 
 use crate::config::{Secret, VectorBackend, VectorSettings};
-use crate::domain::{ContentHash, ContextId, ItemId};
+use crate::domain::{ContentHash, ContextId, ItemId, Metadata, MetadataFilter};
 use std::sync::Arc;
 
 /// One item's vector with the payload stored beside it.
@@ -23,7 +29,33 @@ pub struct VectorPoint {
     pub context_id: ContextId,
     pub content_hash: ContentHash,
     pub model: String,
+    /// The generation (collection) of the model the vector belongs to.
+    pub generation: i64,
+    /// The item's version when the point was written (0 for points written before versions).
+    pub version: i64,
+    pub metadata: Metadata,
     pub vector: Vec<f32>,
+}
+
+/// A stored point's payload, without its vector: what reconciliation compares with SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointRecord {
+    pub point_id: uuid::Uuid,
+    pub item_id: ItemId,
+    pub context_id: ContextId,
+    pub content_hash: ContentHash,
+    pub model: String,
+    pub dimension: usize,
+    pub generation: i64,
+    pub version: i64,
+}
+
+/// New metadata for an item's point, at the item's version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetadataUpdate {
+    pub item_id: ItemId,
+    pub version: i64,
+    pub metadata: Metadata,
 }
 
 /// A nearest neighbour.
@@ -32,7 +64,16 @@ pub struct SearchHit {
     pub item_id: ItemId,
     pub context_id: ContextId,
     pub content_hash: ContentHash,
+    pub generation: i64,
+    pub version: i64,
     pub score: f32,
+}
+
+/// A page of stored points in point-id order, and where the next page starts.
+#[derive(Debug, Clone, Default)]
+pub struct PointPage {
+    pub points: Vec<PointRecord>,
+    pub next: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -81,29 +122,50 @@ pub trait VectorStore: Send + Sync + 'static {
     /// Short name for logs and readiness: "qdrant-edge" or "qdrant".
     fn backend(&self) -> &'static str;
 
+    /// The collection this store reads and writes.
+    fn collection(&self) -> &str;
+
     /// Creates the collection with `dimension` (cosine distance) if it is missing; fails with
     /// [`VectorError::DimensionMismatch`] if it exists with another dimension.
     async fn ensure_collection(&self, dimension: usize) -> Result<(), VectorError>;
 
-    /// Upserts the points and returns once they are durable and visible to search.
+    /// Upserts the points and returns once they are durable and visible to search. A point
+    /// whose stored copy holds a higher version is left as it is.
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError>;
 
-    /// The `k` nearest points of one context to `vector`, best first.
+    /// Replaces the metadata (and the version) in the payload of the points that hold a lower
+    /// version; missing points are ignored. The vector is untouched.
+    async fn set_metadata(&self, updates: Vec<MetadataUpdate>) -> Result<(), VectorError>;
+
+    /// Removes the points of these items that hold at most the given version (or none); a
+    /// point written since at a higher version stays.
+    async fn delete(&self, items: &[(ItemId, i64)]) -> Result<(), VectorError>;
+
+    /// The `k` nearest points of one context to `vector` whose metadata passes `filter`, best
+    /// first.
     async fn search(
         &self,
         context: &ContextId,
         vector: Vec<f32>,
         k: usize,
+        filter: &MetadataFilter,
     ) -> Result<Vec<SearchHit>, VectorError>;
 
     /// The stored points of these items (missing ones are left out), with their vectors.
     async fn get(&self, items: &[ItemId]) -> Result<Vec<VectorPoint>, VectorError>;
 
+    /// Up to `limit` points in point-id order, from `from` (inclusive) or the first.
+    async fn scroll(
+        &self,
+        from: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<PointPage, VectorError>;
+
     /// How many points the collection holds.
     async fn count(&self) -> Result<u64, VectorError>;
 
-    /// Removes the points of these items (absent ones are ignored).
-    async fn delete(&self, items: &[ItemId]) -> Result<(), VectorError>;
+    /// Removes the whole collection (a dropped generation). Missing is not an error.
+    async fn drop_collection(&self) -> Result<(), VectorError>;
 }
 
 /// Opens the configured backend. `api_key` (from `EMBEDQ_QDRANT_API_KEY`) is used by the

@@ -2,28 +2,33 @@
 //! share one vector database between processes or machines.
 //!
 //! Writes pass `wait=true`, so they return once the server has applied them and they are
-//! visible to search. Searches filter on the keyword-indexed payload field `context_id`.
+//! visible to search. Searches filter on the keyword-indexed payload field `context_id`. The
+//! version gate of every write is one filter (per point: its id, and "version absent or at
+//! most N", joined in a `should`): the upsert's `update_filter`, the points selector of a
+//! set-payload or a delete.
 //! Transport failures and busy or time-out answers are [`VectorError::Unavailable`] (worth
 //! retrying); every other error is [`VectorError::Backend`]. The conversions between our types
 //! and the gRPC messages are small pure functions, unit-tested below without a server. The API
 //! key goes to the client builder only: it is never logged or formatted.
 
-use super::{SearchHit, VectorError, VectorPoint, VectorStore, point_id};
+use super::{
+    MetadataUpdate, PointPage, SearchHit, VectorError, VectorPoint, VectorStore, payload, point_id,
+};
 use crate::config::{Secret, VectorSettings};
-use crate::domain::{ContentHash, ContextId, ItemId};
+use crate::domain::{ContextId, FilterValue, ItemId, MetadataFilter};
+use qdrant_client::qdrant::point_id::PointIdOptions;
+use qdrant_client::qdrant::points_update_operation::{Operation, SetPayload};
 use qdrant_client::qdrant::vector_output::Vector as OutputVector;
 use qdrant_client::qdrant::vectors_config::Config as VectorsConfig;
 use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeletePointsBuilder, Distance, FieldType, Filter, GetCollectionInfoResponse, GetPointsBuilder,
-    PointId, PointStruct, PointsIdsList, Query, QueryPointsBuilder, RetrievedPoint, ScoredPoint,
-    UpsertPointsBuilder, Value, VectorParamsBuilder,
+    PointId, PointStruct, PointsUpdateOperation, Query, QueryPointsBuilder, Range, RetrievedPoint,
+    ScoredPoint, ScrollPointsBuilder, UpdateBatchPointsBuilder, UpsertPointsBuilder, Value,
+    VectorParamsBuilder,
 };
 use qdrant_client::{Payload, Qdrant, QdrantError};
 use std::collections::HashMap;
-
-/// The payload field searches filter on.
-const CONTEXT_FIELD: &str = "context_id";
 
 /// The [`VectorStore`] over a Qdrant server. Deliberately not `Debug`: the client holds the
 /// API key.
@@ -62,6 +67,10 @@ impl VectorStore for QdrantServerStore {
         "qdrant"
     }
 
+    fn collection(&self) -> &str {
+        &self.collection
+    }
+
     async fn ensure_collection(&self, dimension: usize) -> Result<(), VectorError> {
         let exists = self
             .client
@@ -74,25 +83,29 @@ impl VectorStore for QdrantServerStore {
                 .collection_info(&self.collection)
                 .await
                 .map_err(map_error)?;
-            return check_dimension(&self.collection, dimension, &info);
+            check_dimension(&self.collection, dimension, &info)?;
+        } else {
+            let vectors = VectorParamsBuilder::new(dimension as u64, Distance::Cosine);
+            self.client
+                .create_collection(
+                    CreateCollectionBuilder::new(&self.collection).vectors_config(vectors),
+                )
+                .await
+                .map_err(map_error)?;
         }
-        let vectors = VectorParamsBuilder::new(dimension as u64, Distance::Cosine);
-        self.client
-            .create_collection(
-                CreateCollectionBuilder::new(&self.collection).vectors_config(vectors),
-            )
-            .await
-            .map_err(map_error)?;
-        let index = CreateFieldIndexCollectionBuilder::new(
-            &self.collection,
-            CONTEXT_FIELD,
-            FieldType::Keyword,
-        )
-        .wait(true);
-        self.client
-            .create_field_index(index)
-            .await
-            .map_err(map_error)?;
+        // Creating an index that exists is accepted, so collections made before the version
+        // index get it too.
+        for (field, kind) in [
+            (payload::CONTEXT_ID, FieldType::Keyword),
+            (payload::VERSION, FieldType::Integer),
+        ] {
+            let index =
+                CreateFieldIndexCollectionBuilder::new(&self.collection, field, kind).wait(true);
+            self.client
+                .create_field_index(index)
+                .await
+                .map_err(map_error)?;
+        }
         Ok(())
     }
 
@@ -100,9 +113,56 @@ impl VectorStore for QdrantServerStore {
         if points.is_empty() {
             return Ok(());
         }
+        let gate = version_gate(points.iter().map(|p| (&p.item_id, p.version)));
         let points = points.into_iter().map(to_point_struct).collect::<Vec<_>>();
         self.client
-            .upsert_points(UpsertPointsBuilder::new(&self.collection, points).wait(true))
+            .upsert_points(
+                UpsertPointsBuilder::new(&self.collection, points)
+                    .update_filter(gate)
+                    .wait(true),
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn set_metadata(&self, updates: Vec<MetadataUpdate>) -> Result<(), VectorError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let operations = updates
+            .iter()
+            .map(|update| PointsUpdateOperation {
+                operation: Some(Operation::SetPayload(SetPayload {
+                    payload: Payload::from(payload::of_metadata(update.version, &update.metadata))
+                        .into(),
+                    // Only a point holding a lower version takes the update.
+                    points_selector: Some(
+                        version_gate([(&update.item_id, update.version - 1)]).into(),
+                    ),
+                    ..Default::default()
+                })),
+            })
+            .collect::<Vec<_>>();
+        self.client
+            .update_points_batch(
+                UpdateBatchPointsBuilder::new(&self.collection, operations).wait(true),
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn delete(&self, items: &[(ItemId, i64)]) -> Result<(), VectorError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let gate = version_gate(items.iter().map(|(item, version)| (item, *version)));
+        let request = DeletePointsBuilder::new(&self.collection)
+            .points(gate)
+            .wait(true);
+        self.client
+            .delete_points(request)
             .await
             .map_err(map_error)?;
         Ok(())
@@ -113,13 +173,14 @@ impl VectorStore for QdrantServerStore {
         context: &ContextId,
         vector: Vec<f32>,
         k: usize,
+        filter: &MetadataFilter,
     ) -> Result<Vec<SearchHit>, VectorError> {
         if k == 0 {
             return Ok(Vec::new());
         }
         let request = QueryPointsBuilder::new(&self.collection)
             .query(Query::new_nearest(vector))
-            .filter(context_filter(context))
+            .filter(search_filter(context, filter))
             .limit(k as u64)
             .with_payload(true);
         let response = self.client.query(request).await.map_err(map_error)?;
@@ -137,6 +198,35 @@ impl VectorStore for QdrantServerStore {
         response.result.iter().map(point_from_retrieved).collect()
     }
 
+    async fn scroll(
+        &self,
+        from: Option<uuid::Uuid>,
+        limit: usize,
+    ) -> Result<PointPage, VectorError> {
+        let mut request = ScrollPointsBuilder::new(&self.collection)
+            .limit(u32::try_from(limit.max(1)).unwrap_or(u32::MAX))
+            .with_payload(true)
+            .with_vectors(false);
+        if let Some(from) = from {
+            request = request.offset(PointId::from(from.to_string()));
+        }
+        let response = self.client.scroll(request).await.map_err(map_error)?;
+        let points = response
+            .result
+            .iter()
+            .map(|point| {
+                let id = uuid_of(point.id.as_ref())?;
+                payload::record(id, &json_payload(&point.payload), 0)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = response
+            .next_page_offset
+            .as_ref()
+            .map(|id| uuid_of(Some(id)))
+            .transpose()?;
+        Ok(PointPage { points, next })
+    }
+
     async fn count(&self) -> Result<u64, VectorError> {
         let request = CountPointsBuilder::new(&self.collection).exact(true);
         let response = self.client.count(request).await.map_err(map_error)?;
@@ -146,19 +236,18 @@ impl VectorStore for QdrantServerStore {
             .ok_or_else(|| VectorError::Backend("count answer without a result".into()))
     }
 
-    async fn delete(&self, items: &[ItemId]) -> Result<(), VectorError> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        let request = DeletePointsBuilder::new(&self.collection)
-            .points(PointsIdsList {
-                ids: point_ids(items),
-            })
-            .wait(true);
-        self.client
-            .delete_points(request)
+    async fn drop_collection(&self) -> Result<(), VectorError> {
+        let exists = self
+            .client
+            .collection_exists(&self.collection)
             .await
             .map_err(map_error)?;
+        if exists {
+            self.client
+                .delete_collection(&self.collection)
+                .await
+                .map_err(map_error)?;
+        }
         Ok(())
     }
 }
@@ -172,66 +261,84 @@ fn point_ids(items: &[ItemId]) -> Vec<PointId> {
     items.iter().map(server_point_id).collect()
 }
 
-fn to_point_struct(point: VectorPoint) -> PointStruct {
-    let mut payload = Payload::new();
-    payload.insert("item_id", point.item_id.as_str());
-    payload.insert("context_id", point.context_id.as_str());
-    payload.insert("content_hash", point.content_hash.as_str());
-    payload.insert("model", point.model);
-    PointStruct::new(server_point_id(&point.item_id), point.vector, payload)
+fn uuid_of(id: Option<&PointId>) -> Result<uuid::Uuid, VectorError> {
+    match id.and_then(|id| id.point_id_options.as_ref()) {
+        Some(PointIdOptions::Uuid(text)) => uuid::Uuid::parse_str(text)
+            .map_err(|e| VectorError::Backend(format!("point id {text:?}: {e}"))),
+        Some(PointIdOptions::Num(n)) => Err(VectorError::Backend(format!(
+            "point {n} has a numeric id; embedq writes UUIDs only"
+        ))),
+        None => Err(VectorError::Backend("a point without an id".into())),
+    }
 }
 
-fn context_filter(context: &ContextId) -> Filter {
-    Filter::must([Condition::matches(
-        CONTEXT_FIELD,
+/// A gRPC payload as JSON, for the shared payload readers.
+fn json_payload(fields: &HashMap<String, Value>) -> serde_json::Map<String, serde_json::Value> {
+    serde_json::Map::from(Payload::from(fields.clone()))
+}
+
+fn to_point_struct(point: VectorPoint) -> PointStruct {
+    let fields = Payload::from(payload::of(&point));
+    PointStruct::new(server_point_id(&point.item_id), point.vector, fields)
+}
+
+/// Matches the points of these items that hold at most the given version (or no version).
+fn version_gate<'a>(items: impl IntoIterator<Item = (&'a ItemId, i64)>) -> Filter {
+    Filter::should(items.into_iter().map(|(item, version)| {
+        let older = Filter::should([
+            Condition::is_empty(payload::VERSION),
+            Condition::range(
+                payload::VERSION,
+                Range {
+                    lte: Some(version as f64),
+                    ..Default::default()
+                },
+            ),
+        ]);
+        Condition::from(Filter::must([
+            Condition::has_id([server_point_id(item)]),
+            Condition::from(older),
+        ]))
+    }))
+}
+
+/// The points of one context whose metadata passes `filter`.
+fn search_filter(context: &ContextId, filter: &MetadataFilter) -> Filter {
+    let mut must = vec![Condition::matches(
+        payload::CONTEXT_ID,
         context.as_str().to_owned(),
-    )])
+    )];
+    for field in &filter.0 {
+        let key = payload::metadata_path(&field.key);
+        let any_of = field.values.iter().map(|value| match value {
+            FilterValue::Keyword(s) => Condition::matches(key.clone(), s.clone()),
+            FilterValue::Integer(i) => Condition::matches(key.clone(), *i),
+            FilterValue::Bool(b) => Condition::matches(key.clone(), *b),
+        });
+        must.push(Condition::from(Filter::should(any_of)));
+    }
+    Filter::must(must)
 }
 
 fn hit_from_scored(scored: &ScoredPoint) -> Result<SearchHit, VectorError> {
-    Ok(SearchHit {
-        item_id: parsed(&scored.payload, "item_id", ItemId::parse)?,
-        context_id: parsed(&scored.payload, "context_id", ContextId::parse)?,
-        content_hash: ContentHash::from_stored(text(&scored.payload, "content_hash")?.to_owned()),
-        score: scored.score,
-    })
+    payload::hit(&json_payload(&scored.payload), scored.score)
 }
 
 fn point_from_retrieved(point: &RetrievedPoint) -> Result<VectorPoint, VectorError> {
-    let item = text(&point.payload, "item_id")?;
+    let fields = json_payload(&point.payload);
     let vector = match point.vectors.as_ref().and_then(|v| v.get_vector()) {
         Some(OutputVector::Dense(dense)) => dense.data,
         _ => {
+            let item = fields
+                .get(payload::ITEM_ID)
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
             return Err(VectorError::Backend(format!(
                 "point of item {item} has no unnamed dense vector"
             )));
         }
     };
-    Ok(VectorPoint {
-        item_id: parsed(&point.payload, "item_id", ItemId::parse)?,
-        context_id: parsed(&point.payload, "context_id", ContextId::parse)?,
-        content_hash: ContentHash::from_stored(text(&point.payload, "content_hash")?.to_owned()),
-        model: text(&point.payload, "model")?.to_owned(),
-        vector,
-    })
-}
-
-/// A payload field parsed into its domain type.
-fn parsed<T>(
-    payload: &HashMap<String, Value>,
-    key: &str,
-    parse: impl FnOnce(String) -> Result<T, crate::domain::ParseError>,
-) -> Result<T, VectorError> {
-    parse(text(payload, key)?.to_owned())
-        .map_err(|e| VectorError::Backend(format!("stored point's {key}: {e}")))
-}
-
-fn text<'a>(payload: &'a HashMap<String, Value>, key: &str) -> Result<&'a str, VectorError> {
-    payload
-        .get(key)
-        .and_then(Value::as_str)
-        .map(String::as_str)
-        .ok_or_else(|| VectorError::Backend(format!("stored point lacks payload field {key:?}")))
+    payload::point(&fields, vector)
 }
 
 /// The size of the collection's unnamed dense vector, compared with the model's.
@@ -314,7 +421,7 @@ fn map_error(error: QdrantError) -> VectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qdrant_client::qdrant::point_id::PointIdOptions;
+    use crate::domain::{ContentHash, Metadata};
     use qdrant_client::qdrant::vectors_output::VectorsOptions;
     use qdrant_client::qdrant::{
         CollectionConfig, CollectionInfo, CollectionParams, DenseVector, VectorOutput,
@@ -327,8 +434,16 @@ mod tests {
             context_id: ContextId::parse("ctx-a").unwrap(),
             content_hash: ContentHash::from_stored("abc123".into()),
             model: "m1".into(),
+            generation: 1,
+            version: 3,
+            metadata: Metadata::parse(serde_json::json!({"tenant": "acme", "n": [1, 2]}), 100)
+                .unwrap(),
             vector: vec![0.6, 0.8],
         }
+    }
+
+    fn text<'a>(payload: &'a HashMap<String, Value>, key: &str) -> Option<&'a str> {
+        payload.get(key).and_then(Value::as_str).map(String::as_str)
     }
 
     fn payload_of(point: &VectorPoint) -> HashMap<String, Value> {
@@ -346,11 +461,13 @@ mod tests {
         );
         assert_eq!(built.vectors, Some(Vectors::from(vec![0.6, 0.8])));
         let payload = &built.payload;
-        assert_eq!(payload.len(), 4);
-        assert_eq!(text(payload, "item_id").unwrap(), "doc-1");
-        assert_eq!(text(payload, "context_id").unwrap(), "ctx-a");
-        assert_eq!(text(payload, "content_hash").unwrap(), "abc123");
-        assert_eq!(text(payload, "model").unwrap(), "m1");
+        assert_eq!(payload.len(), 8);
+        assert_eq!(text(payload, "item_id"), Some("doc-1"));
+        assert_eq!(text(payload, "context_id"), Some("ctx-a"));
+        assert_eq!(text(payload, "content_hash"), Some("abc123"));
+        assert_eq!(text(payload, "model"), Some("m1"));
+        assert_eq!(payload["version"].as_integer(), Some(3));
+        assert_eq!(payload["dimension"].as_integer(), Some(2));
     }
 
     #[test]
@@ -410,6 +527,8 @@ mod tests {
                 item_id: ItemId::parse("doc-1").unwrap(),
                 context_id: ContextId::parse("ctx-a").unwrap(),
                 content_hash: ContentHash::from_stored("abc123".into()),
+                generation: 1,
+                version: 3,
                 score: 0.93,
             }
         );
@@ -417,14 +536,32 @@ mod tests {
     }
 
     #[test]
-    fn context_filter_is_one_must_match() {
-        let filter = context_filter(&ContextId::parse("ctx-a").unwrap());
-        assert_eq!(filter.must.len(), 1);
+    fn search_filter_is_the_context_and_each_field_any_of() {
+        let metadata = MetadataFilter::parse(serde_json::json!({"tenant": ["a", "b"]})).unwrap();
+        let filter = search_filter(&ContextId::parse("ctx-a").unwrap(), &metadata);
+        assert_eq!(filter.must.len(), 2);
         assert!(filter.should.is_empty() && filter.must_not.is_empty());
         assert_eq!(
             filter.must[0],
             Condition::matches("context_id", "ctx-a".to_owned())
         );
+        assert_eq!(
+            filter.must[1],
+            Condition::from(Filter::should([
+                Condition::matches("metadata.tenant", "a".to_owned()),
+                Condition::matches("metadata.tenant", "b".to_owned()),
+            ]))
+        );
+    }
+
+    #[test]
+    fn the_version_gate_names_each_point_with_its_version() {
+        let item = ItemId::parse("doc-1").unwrap();
+        let gate = version_gate([(&item, 4)]);
+        assert_eq!(gate.should.len(), 1);
+        let text = format!("{gate:?}");
+        assert!(text.contains(&point_id(&item).to_string()), "{text}");
+        assert!(text.contains("lte: Some(4.0)"), "{text}");
     }
 
     fn info_with(config: Option<VectorsConfig>) -> GetCollectionInfoResponse {

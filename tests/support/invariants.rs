@@ -3,13 +3,16 @@
 //!
 //! - every item in each checked job's scope is in a final state (COMPLETED or FAILED), unless
 //!   the job was cancelled;
-//! - each job is final, planned, and its counters are exact: completed + failed + skipped ==
-//!   total == its per-item outcome rows, counted by outcome, and == the items of its scope
-//!   (for `failed` and `stale_model` jobs, the scope the test recorded when it made the job);
-//!   COMPLETED iff nothing failed;
-//! - the vector store holds one point per COMPLETED item and no other, each with the mock
+//! - each job is final, planned, and its counters are exact: completed + failed + skipped +
+//!   deleted == total == its per-item outcome rows, counted by outcome; its rows cover the
+//!   items of its scope still alive, and every other row is an item deleted since (for
+//!   `failed` and `stale_model` jobs, the scope the test recorded when it made the job); a
+//!   DELETED outcome is an item that is gone; COMPLETED iff nothing failed;
+//! - the vector store holds one point per COMPLETED item and no other — every stored point is
+//!   paged through, so a point left by a deleted item is found by id — each with the mock
 //!   provider's vector of its current content (the mock's vectors are SHA-256 of the text,
-//!   [`MockProvider::vector_for`]), its content hash and the model;
+//!   [`MockProvider::vector_for`]), its content hash, the model, the item's metadata, and a
+//!   version no higher than the item's;
 //! - attempts within bounds: no item used more than the configured maximum (retries + 1), and
 //!   an item embedded used at least one;
 //! - every FAILED outcome counted has exactly one dead letter, whose reason and attempts are
@@ -70,6 +73,7 @@ pub struct Report {
     pub completed: usize,
     pub failed: usize,
     pub skipped: i64,
+    pub deleted: i64,
     pub points: u64,
     pub max_attempts: i64,
     pub dead_letters: usize,
@@ -88,11 +92,12 @@ impl Report {
             Duplicates::AtMost(n, why) => (*n, why.as_str()),
         };
         println!(
-            "[{scenario}] invariants hold: {} items ({} completed, {} failed, {} skipped), {} points, max attempts {}, {} dead letters ({} malformed entries); duplicates: {} (at most {bound}: {why})",
+            "[{scenario}] invariants hold: {} items ({} completed, {} failed, {} skipped, {} deleted), {} points, max attempts {}, {} dead letters ({} malformed entries); duplicates: {} (at most {bound}: {why})",
             self.items,
             self.completed,
             self.failed,
             self.skipped,
+            self.deleted,
             self.points,
             self.max_attempts,
             self.dead_letters,
@@ -117,12 +122,25 @@ struct ItemRow {
     last_error: Option<String>,
     embedded_hash: Option<String>,
     embedded_model: Option<String>,
+    version: i64,
+    metadata: embedq::domain::Metadata,
+}
+
+/// Ids of deleted items (tombstones).
+async fn deleted_items(store: &Store) -> HashSet<String> {
+    sqlx::query("SELECT id FROM item_tombstones")
+        .fetch_all(store.pool())
+        .await
+        .expect("read tombstones")
+        .iter()
+        .map(|r| r.try_get("id").unwrap())
+        .collect()
 }
 
 async fn all_items(store: &Store) -> HashMap<String, ItemRow> {
     sqlx::query(
         "SELECT id, context_id, content, content_hash, status, attempts, last_error, \
-         embedded_hash, embedded_model FROM items",
+         embedded_hash, embedded_model, version, metadata FROM items",
     )
     .fetch_all(store.pool())
     .await
@@ -139,6 +157,13 @@ async fn all_items(store: &Store) -> HashMap<String, ItemRow> {
             last_error: r.try_get("last_error").unwrap(),
             embedded_hash: r.try_get("embedded_hash").unwrap(),
             embedded_model: r.try_get("embedded_model").unwrap(),
+            version: r.try_get("version").unwrap(),
+            metadata: embedq::domain::Metadata::from_stored(
+                r.try_get::<Option<String>, _>("metadata")
+                    .unwrap()
+                    .as_deref(),
+            )
+            .expect("stored metadata parses"),
         };
         (row.id.clone(), row)
     })
@@ -222,6 +247,7 @@ pub async fn check(
     }
 
     let items = all_items(scene.store).await;
+    let deleted = deleted_items(scene.store).await;
     let limit = i64::from(scene.max_retries) + 1;
     let dead = DeadLetters::new(scene.redis.clone(), scene.keys)
         .all()
@@ -269,15 +295,29 @@ pub async fn check(
             by_outcome.get("COMPLETED").copied().unwrap_or(0),
             by_outcome.get("FAILED").copied().unwrap_or(0),
             by_outcome.get("SKIPPED").copied().unwrap_or(0),
+            by_outcome.get("DELETED").copied().unwrap_or(0),
         );
-        let counters = (record.completed, record.failed, record.skipped);
+        let counters = (
+            record.completed,
+            record.failed,
+            record.skipped,
+            record.deleted,
+        );
         if counters != counted {
             problems.push(format!(
-                "job {job}: counters (completed, failed, skipped) {counters:?} but outcome rows {counted:?}"
+                "job {job}: counters (completed, failed, skipped, deleted) {counters:?} but outcome rows {counted:?}"
             ));
         }
+        for (item, outcome) in &rows {
+            if outcome == "DELETED" && items.contains_key(item) {
+                problems.push(format!(
+                    "job {job}: item {item} counted DELETED but it exists"
+                ));
+            }
+        }
         report.skipped += record.skipped;
-        let done = record.completed + record.failed + record.skipped;
+        report.deleted += record.deleted;
+        let done = record.completed + record.failed + record.skipped + record.deleted;
         if record.state == JobState::Cancelled {
             // Items in flight at the cancel finish and count; queued work is dropped.
             if done > record.total && record.planned_at.is_some() {
@@ -300,7 +340,7 @@ pub async fn check(
             }
             if done != record.total {
                 problems.push(format!(
-                    "job {job}: completed + failed + skipped = {done}, total {} ({:?})",
+                    "job {job}: completed + failed + skipped + deleted = {done}, total {} ({:?})",
                     record.total, record.state
                 ));
             }
@@ -330,22 +370,34 @@ pub async fn check(
                 JobScope::Failed | JobScope::StaleModel => scopes.get(job).cloned(),
             };
             let rows_ids: HashSet<String> = all_rows.iter().map(|(i, _)| i.clone()).collect();
+            if record.total != rows_ids.len() as i64 {
+                problems.push(format!(
+                    "job {job}: total {} but {} items planned",
+                    record.total,
+                    rows_ids.len()
+                ));
+            }
             match scope {
                 Some(scope) => {
-                    if record.total != scope.len() as i64 {
-                        problems.push(format!(
-                            "job {job}: total {} but its scope holds {} items",
-                            record.total,
-                            scope.len()
-                        ));
-                    }
-                    let missing: Vec<&String> = scope.difference(&rows_ids).take(5).collect();
+                    // Alive items of the scope are all planned; what else was planned, or
+                    // what an explicit list names that was not, was deleted meanwhile.
+                    let alive: HashSet<&String> =
+                        scope.iter().filter(|i| items.contains_key(*i)).collect();
+                    let missing: Vec<&&String> = alive
+                        .iter()
+                        .filter(|i| !rows_ids.contains(**i))
+                        .take(5)
+                        .collect();
                     if !missing.is_empty() {
                         problems.push(format!(
                             "job {job}: items of its scope without an outcome, e.g. {missing:?}"
                         ));
                     }
-                    let extra: Vec<&String> = rows_ids.difference(&scope).take(5).collect();
+                    let extra: Vec<&String> = rows_ids
+                        .iter()
+                        .filter(|i| !alive.contains(i) && !deleted.contains(*i))
+                        .take(5)
+                        .collect();
                     if !extra.is_empty() {
                         problems.push(format!(
                             "job {job}: outcomes of items outside its scope, e.g. {extra:?}"
@@ -437,31 +489,64 @@ pub async fn check(
         }
     }
 
-    // Vectors: one point per COMPLETED item and no other, each the vector of its current
-    // content.
-    report.points = scene.vectors.count().await.expect("count points");
-    let completed: Vec<&ItemRow> = items.values().filter(|i| i.status == "COMPLETED").collect();
-    if report.points != completed.len() as u64 {
+    // Vectors: one point per COMPLETED item and no other. Every stored point is paged
+    // through, so a point whose item is gone is found by its id.
+    let mut stored: HashMap<String, embedq::vectors::PointRecord> = HashMap::new();
+    let mut from = None;
+    loop {
+        let page = scene
+            .vectors
+            .scroll(from, 1_000)
+            .await
+            .expect("page points");
+        for p in page.points {
+            if stored
+                .insert(p.item_id.as_str().to_owned(), p.clone())
+                .is_some()
+            {
+                problems.push(format!("item {} has two points", p.item_id));
+            }
+        }
+        match page.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
+    }
+    report.points = stored.len() as u64;
+    let counted = scene.vectors.count().await.expect("count points");
+    if counted != report.points {
         problems.push(format!(
-            "{} points for {} COMPLETED items",
-            report.points,
-            completed.len()
+            "the store counts {counted} points but paging finds {}",
+            report.points
         ));
     }
-    let others: Vec<ItemId> = items
-        .values()
-        .filter(|i| i.status != "COMPLETED")
-        .map(|i| ItemId::parse(i.id.clone()).unwrap())
-        .collect();
-    for chunk in others.chunks(500) {
-        for p in scene.vectors.get(chunk).await.expect("read points") {
+    for (id, p) in &stored {
+        match items.get(id) {
+            None => problems.push(format!(
+                "a point of item {id} whose item does not exist{} (an orphan)",
+                if deleted.contains(id) {
+                    ", deleted"
+                } else {
+                    ""
+                }
+            )),
+            Some(item) if item.status != "COMPLETED" => {
+                problems.push(format!("item {id} is {} but has a point", item.status))
+            }
+            Some(item) if p.version > item.version => problems.push(format!(
+                "point of {id} holds version {}, the item is at {}",
+                p.version, item.version
+            )),
+            Some(_) => {}
+        }
+        if p.dimension != TEST_DIMENSION || p.model != scene.model {
             problems.push(format!(
-                "item {} is {} but has a point",
-                p.item_id,
-                items[p.item_id.as_str()].status
+                "point of {id} names model {} of dimension {}",
+                p.model, p.dimension
             ));
         }
     }
+    let completed: Vec<&ItemRow> = items.values().filter(|i| i.status == "COMPLETED").collect();
     for chunk in completed.chunks(500) {
         let ids: Vec<ItemId> = chunk
             .iter()
@@ -497,6 +582,14 @@ pub async fn check(
             }
             if point.model != scene.model {
                 problems.push(format!("point of {} names model {}", item.id, point.model));
+            }
+            if point.metadata != item.metadata {
+                problems.push(format!(
+                    "point of {} holds metadata {}, the item's is {}",
+                    item.id,
+                    point.metadata.to_text(),
+                    item.metadata.to_text()
+                ));
             }
             let expected = MockProvider::vector_for(&item.content, TEST_DIMENSION);
             let diff = point

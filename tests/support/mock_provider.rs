@@ -205,6 +205,23 @@ impl MockProvider {
         lock(&self.shared.control).script.clone()
     }
 
+    /// From now on, a request with an input containing `text` is answered only after
+    /// [`MockProvider::release`] (it counts in [`MockProvider::held`] while it waits).
+    pub fn hold_inputs_containing(&self, text: &str) {
+        *lock(&self.shared.hold) = Some(text.to_owned());
+    }
+
+    /// Requests held so far.
+    pub fn held(&self) -> u32 {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// Answers the held requests and holds no more.
+    pub fn release(&self) {
+        *lock(&self.shared.hold) = None;
+        self.shared.released.send_modify(|n| *n += 1);
+    }
+
     /// Snapshot of everything seen so far.
     pub fn audit(&self) -> Audit {
         lock(&self.shared.audit).clone()
@@ -252,6 +269,9 @@ async fn embeddings(
     let _in_flight = shared.arrive();
     let decision = shared.decide(&headers, &body);
     shared.pause(decision.delay).await;
+    if let Reply::Embeddings(request) = &decision.reply {
+        shared.hold_if_asked(request).await;
+    }
     shared.respond(decision, arrived)
 }
 
@@ -262,6 +282,10 @@ struct Shared {
     audit: Mutex<Audit>,
     in_flight: AtomicU32,
     stopped: watch::Receiver<()>,
+    /// Requests with an input containing this text wait, answered, until released.
+    hold: Mutex<Option<String>>,
+    held: AtomicU32,
+    released: watch::Sender<u64>,
 }
 
 /// What one request decides under the lock: the script (storms decrement), the fault
@@ -308,6 +332,27 @@ impl Shared {
             audit: Mutex::default(),
             in_flight: AtomicU32::new(0),
             stopped,
+            hold: Mutex::new(None),
+            held: AtomicU32::new(0),
+            released: watch::channel(0).0,
+        }
+    }
+
+    /// Waits, before answering, while a hold matches one of the request's inputs.
+    async fn hold_if_asked(&self, request: &EmbeddingRequest) {
+        let matches = match lock(&self.hold).as_deref() {
+            Some(text) => request.inputs.iter().any(|i| i.contains(text)),
+            None => false,
+        };
+        if !matches {
+            return;
+        }
+        let mut released = self.released.subscribe();
+        self.held.fetch_add(1, Ordering::SeqCst);
+        let mut stopped = self.stopped.clone();
+        tokio::select! {
+            _ = released.changed() => {}
+            _ = stopped.changed() => {}
         }
     }
 

@@ -3,7 +3,7 @@
 //! returns the nearest items of the context with their scores — the user's way to see the
 //! result.
 
-use crate::domain::{ContextId, ItemId};
+use crate::domain::{ContextId, ItemId, MetadataFilter};
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::http::responses::{BadRequest, Internal, TooLarge, Unauthorized, UnsupportedMediaType};
@@ -30,6 +30,11 @@ pub struct SearchBody {
     #[serde(default = "default_k")]
     #[schema(minimum = 1, maximum = 100, default = 5)]
     k: usize,
+    /// Only items whose metadata has these values: `{"tenant": "acme", "year": [2024, 2025]}`
+    /// — each key a top-level metadata field, each value a string, integer or boolean, or a
+    /// list of them (any may match). Every field must match.
+    #[schema(value_type = Option<Object>, example = json!({"tenant": "acme"}))]
+    filter: Option<serde_json::Value>,
 }
 
 fn default_k() -> usize {
@@ -47,8 +52,11 @@ pub struct Hit {
     item_id: ItemId,
     /// Similarity to the query (higher is nearer).
     score: f32,
-    /// The item's current text (null if the item was removed since it was embedded).
-    content: Option<String>,
+    /// The item's current text.
+    content: String,
+    /// The item's metadata.
+    #[schema(value_type = Object)]
+    metadata: serde_json::Value,
 }
 
 /// The nearest items, nearest first.
@@ -56,6 +64,10 @@ pub struct Hit {
 pub struct SearchAnswer {
     context_id: ContextId,
     query: String,
+    /// The generation (model and collection) that answered.
+    generation: i64,
+    /// The model of that generation.
+    model: String,
     hits: Vec<Hit>,
 }
 
@@ -101,6 +113,12 @@ pub async fn search(
             "k must be between 1 and {MAX_K}"
         )));
     }
+    let filter = body
+        .filter
+        .map(MetadataFilter::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("filter: {e}")))?
+        .unwrap_or_default();
     if !app.store.context_exists(&context).await? {
         return Err(ApiError::not_found(format!("no context {context}")));
     }
@@ -126,20 +144,27 @@ pub async fn search(
         .ok_or_else(|| ApiError::unavailable("the provider returned no embedding"))?;
     let hits = app
         .vectors
-        .search(&context, vector, body.k)
+        .search(&context, vector, body.k, &filter)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let ids: Vec<ItemId> = hits.iter().map(|h| h.item_id.clone()).collect();
-    let mut contents = app.store.item_contents(&ids).await?;
+    let mut rows = app.store.item_contents(&ids).await?;
+    // A hit whose item was deleted a moment ago (its point not removed yet) is left out.
     Ok(Json(SearchAnswer {
         context_id: context,
         query: body.query,
+        generation: 1,
+        model: app.settings.embedding.model.clone(),
         hits: hits
             .into_iter()
-            .map(|h| Hit {
-                content: contents.remove(&h.item_id),
-                item_id: h.item_id,
-                score: h.score,
+            .filter_map(|h| {
+                let row = rows.remove(&h.item_id)?;
+                Some(Hit {
+                    content: row.content,
+                    metadata: row.metadata.to_value(),
+                    item_id: h.item_id,
+                    score: h.score,
+                })
             })
             .collect(),
     }))
