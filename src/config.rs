@@ -191,6 +191,8 @@ pub struct EmbeddingSettings {
     pub max_tokens_per_input: usize,
     pub max_tokens_per_request: usize,
     pub truncate: bool,
+    /// The provider's price, for dry runs' cost (0 when unknown or free).
+    pub price_per_million_tokens: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -452,6 +454,12 @@ impl Settings {
         }
         if e.timeout.is_zero() {
             return invalid("embedding.timeout_ms", "must be at least 1");
+        }
+        if !(e.price_per_million_tokens >= 0.0 && e.price_per_million_tokens.is_finite()) {
+            return invalid(
+                "embedding.price_per_million_tokens",
+                "must be a number of at least 0",
+            );
         }
         if e.max_inputs_per_request == 0 {
             return invalid("embedding.max_inputs_per_request", "must be at least 1");

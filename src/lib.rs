@@ -15,6 +15,7 @@ pub(crate) mod actors;
 pub mod config;
 pub mod domain;
 pub(crate) mod embedding;
+pub(crate) mod estimate;
 pub(crate) mod events;
 pub mod fault;
 pub(crate) mod gate;

@@ -77,6 +77,16 @@ enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Compare SQL with the vector store and repair: delete points without an item, embed
+    /// again the COMPLETED items whose point is missing or stale (after a vector store was
+    /// restored from a backup, say), refresh drifted payloads; prints what it found.
+    Reconcile {
+        /// Follow the job until it ends (and print its findings).
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Show or delete items.
     Items {
         #[command(subcommand)]
@@ -126,8 +136,12 @@ enum JobsCommand {
         #[arg(long, group = "scope")]
         stale_model: bool,
         /// Follow the job until it ends.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dry_run")]
         watch: bool,
+        /// Print what the job would cost (items, tokens, requests, price, time at the quota)
+        /// and make nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// List jobs, newest first.
     List {
@@ -284,6 +298,7 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                     failed,
                     stale_model,
                     watch,
+                    dry_run,
                 } => {
                     let scope = if let Some(c) = context {
                         json!({"type": "context", "context_id": c})
@@ -298,6 +313,11 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                     } else {
                         bail!("give a scope: --context, --items, --all, --failed or --stale-model");
                     };
+                    if dry_run {
+                        let estimate = jobs::estimate(&client, scope).await?;
+                        println!("{}", jobs::estimate_lines(&estimate));
+                        return Ok(ExitCode::SUCCESS);
+                    }
                     let id = jobs::create(&client, scope).await?;
                     println!("{id}");
                     if watch {
@@ -344,6 +364,16 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                 }
             }
         },
+        Command::Reconcile { watch, remote } => {
+            let client = client(&remote)?;
+            let id = jobs::create_reconcile(&client).await?;
+            println!("{id}");
+            if watch {
+                let job = jobs::watch(&client, &id).await?;
+                println!("{}", jobs::findings_line(&job));
+                return Ok(watched(job));
+            }
+        }
         Command::Contexts { command, remote } => match command {
             ContextsCommand::Delete { id } => {
                 let id = embedq::domain::ContextId::parse(id.as_str())

@@ -260,6 +260,13 @@ fn wire(
             settings: settings.planner.clone(),
             model: settings.embedding.model.clone(),
             visibility_timeout,
+            vectors: backends.vectors.clone(),
+            point_sync: crate::point_sync::PointSync::new(
+                backends.store.clone(),
+                backends.vectors.clone(),
+            ),
+            dimension: backends.embedder.dimension(),
+            generation: 1,
         },
         reconciler: ReconcilerArgs {
             store: backends.store.clone(),

@@ -1,7 +1,9 @@
 //! The operator's CLI against a running daemon: `embedq ingest` reports bad lines by number
 //! and ingests the rest (and resumes after an interruption); `embedq jobs create --watch`
 //! prints progress lines until the job reaches 100%; `embedq items delete` and `embedq
-//! contexts delete` delete, name what they could not, and refuse a bad id before any request.
+//! contexts delete` delete, name what they could not, and refuse a bad id before any request;
+//! `embedq jobs create --dry-run` prints a job's cost and makes nothing, and `embedq reconcile
+//! --watch` repairs missing points and prints what it found.
 
 mod support;
 
@@ -207,6 +209,70 @@ async fn items_and_contexts_delete() {
     assert!(
         err.contains("HTTP 404") && err.contains("no context ctx"),
         "{err}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_and_dry_run() {
+    let mock = MockProvider::start(MockScript {
+        dimension: TEST_DIMENSION,
+        ..MockScript::default()
+    })
+    .await;
+    let app = support::app_with(Backend::Sqlite, &mock, |_| {}).await;
+    app.seed_items("ctx", "it", 10).await;
+
+    let (code, out, err) = embedq(&app, &["jobs", "create", "--context", "ctx", "--dry-run"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("items 10 of 10 in scope (0 up to date"),
+        "{out}"
+    );
+    assert_eq!(mock.audit().requests, 0, "a dry run called the provider");
+    let (_, jobs) = app.get("/v1/jobs").await;
+    assert_eq!(jobs["jobs"], json!([]), "a dry run made a job");
+
+    let job = support::context_job(&app).await;
+    app.wait_finished(&job, Duration::from_secs(30)).await;
+    let gone = [
+        (
+            embedq::domain::ItemId::parse("it-000003").unwrap(),
+            i64::MAX,
+        ),
+        (
+            embedq::domain::ItemId::parse("it-000007").unwrap(),
+            i64::MAX,
+        ),
+    ];
+    app.vectors.delete(&gone).await.unwrap();
+
+    let base = app.base.clone();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_embedq"))
+            .args(["reconcile", "--watch"])
+            .env("EMBEDQ_URL", base)
+            .env("EMBEDQ_PLAIN", "1")
+            .env_remove("EMBEDQ_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("scanned 8 points and 10 items: 0 orphans deleted, 2 missing and 0 stale"),
+        "{out}"
+    );
+    assert_eq!(
+        app.vectors.count().await.unwrap(),
+        10,
+        "the points were not repaired"
     );
     app.stop().await;
 }

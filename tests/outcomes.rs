@@ -6,7 +6,7 @@
 
 mod support;
 
-use embedq::domain::{ContextId, ItemContent, ItemId, JobId, JobScope};
+use embedq::domain::{ContextId, ItemContent, ItemId, JobId, JobKind, JobScope};
 use embedq::messages::{ItemOutcome, OutcomeKind};
 use embedq::store::{NewItem, NewJob, Store};
 use support::{Backend, TestDatabase};
@@ -31,7 +31,7 @@ async fn store_with_items(backend: Backend, n: usize) -> (TestDatabase, Store, J
     let job = store
         .create_job(NewJob {
             id: JobId::new(),
-            kind: "embed",
+            kind: JobKind::Embed,
             scope: JobScope::Context { context_id: ctx },
             model: MODEL.into(),
             idempotency_key: None,

@@ -164,6 +164,20 @@ async fn contract(store: Arc<dyn VectorStore>, reopen: impl Fn() -> Opened) {
         .unwrap();
     let got = store.get(&[item(4)]).await.unwrap();
     assert_eq!((got[0].version, &got[0].metadata), (3, &acme));
+    // The same version again repairs a payload that drifted from it.
+    let mut drifted = got[0].clone();
+    drifted.metadata = Metadata::default();
+    store.upsert(vec![drifted]).await.unwrap();
+    store
+        .set_metadata(vec![MetadataUpdate {
+            item_id: item(4),
+            version: 3,
+            metadata: acme.clone(),
+        }])
+        .await
+        .unwrap();
+    let got = store.get(&[item(4)]).await.unwrap();
+    assert_eq!((got[0].version, &got[0].metadata), (3, &acme));
     assert_close(&got[0].vector, &unit_vector(2_002));
     assert_eq!(store.count().await.unwrap(), 100, "an update made no point");
 

@@ -17,6 +17,7 @@ mod embedding_worker;
 mod intake;
 mod planner;
 mod rate_limiter;
+mod reconcile_job;
 mod reconciler;
 mod restarts;
 mod retry_scheduler;

@@ -6,14 +6,18 @@
 //! crashes and racing planners. Memory holds one page at a time, whatever the job's size;
 //! planning waits while the tasks stream holds more than `max_queued_tasks` entries.
 
+use super::reconcile_job::{self, Findings, ReconcileError, Reconciling};
 use crate::config::PlannerSettings;
-use crate::domain::{JobId, JobScope};
+use crate::domain::{JobId, JobKind, JobScope};
 use crate::messages::{JobMessage, TaskItem, TaskMessage};
+use crate::point_sync::PointSync;
 use crate::queue::{Delivery, PagePlanned, PlanProgress, PlanScripts, QueueError};
 use crate::retry::Backoff;
-use crate::store::{Store, StoreError};
+use crate::store::{PlannedItem, Store, StoreError};
+use crate::vectors::VectorStore;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
@@ -40,17 +44,25 @@ pub struct PlannerArgs {
     /// The configured embedding model (the `stale_model` scope compares against it).
     pub model: String,
     pub visibility_timeout: Duration,
+    /// The vector store a reconcile job compares SQL with, and what its points should hold.
+    pub vectors: Arc<dyn VectorStore>,
+    pub point_sync: PointSync,
+    pub dimension: usize,
+    pub generation: i64,
 }
 
 /// The job being planned.
 struct Planning {
     delivery: Delivery<JobMessage>,
     job: JobId,
+    kind: JobKind,
     scope: JobScope,
     model: String,
     progress: PlanProgress,
     /// The Redis epoch the job's pages are written in.
     epoch: String,
+    /// A reconcile job's findings so far.
+    findings: Findings,
 }
 
 pub struct PlannerState {
@@ -84,15 +96,51 @@ pub enum StepOutcome {
     Finished { job: JobId, total: i64 },
 }
 
+/// A page to plan, whatever the job's kind.
+struct PlanPage {
+    items: Vec<PlannedItem>,
+    next_cursor: Option<String>,
+    /// The items get attempt 0 rather than the attempts they used.
+    fresh_attempts: bool,
+    /// The tasks embed the items even when SQL says they are up to date.
+    reembed: bool,
+    /// A reconcile job's findings after this page.
+    findings: Option<Findings>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
     /// A fault injected by the test harness (feature `fault-injection`).
     #[error("{0}")]
     Injected(String),
+}
+
+/// Ends a job's planning: its total is fixed, its Redis progress forgotten, its entry
+/// acknowledged. The caller drops it as the current job.
+async fn finish(args: &PlannerArgs, planning: &mut Planning) -> Result<StepOutcome, PlanError> {
+    let job = planning.job;
+    let total = planning.progress.planned;
+    args.store.finish_planning(job, total).await?;
+    args.scripts.forget(job).await?;
+    planning.delivery.ack().await?;
+    tracing::info!(%job, total, "planning finished");
+    Ok(StepOutcome::Finished { job, total })
+}
+
+/// Redis lost its data while the job was planned: its entry went with the rest, and the
+/// reconciler enqueues the job again. The caller drops it as the current job.
+fn epoch_changed(job: JobId) -> StepOutcome {
+    tracing::warn!(%job, "Redis lost its data while planning this job; the reconciler plans it again");
+    StepOutcome::Skipped {
+        job,
+        reason: "Redis lost the job's state",
+    }
 }
 
 /// Waits between failed steps: from 100 ms, doubling, up to 5 s.
@@ -170,10 +218,12 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                 state.current = Some(Planning {
                     delivery,
                     job: job_id,
+                    kind: job.kind,
                     scope: job.scope,
                     model: job.model,
                     progress,
                     epoch,
+                    findings: Findings::from_result(job.result.as_ref()),
                 });
                 return Ok(StepOutcome::Started {
                     job: job_id,
@@ -210,27 +260,57 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
         return Ok(StepOutcome::Throttled);
     }
 
-    let page = args
-        .store
-        .scope_page(
-            &planning.scope,
-            &planning.model,
-            planning.progress.cursor.as_deref(),
-            args.settings.page_size,
-        )
-        .await?;
     let job = planning.job;
+    let page = match planning.kind {
+        JobKind::Embed => {
+            let page = args
+                .store
+                .scope_page(
+                    &planning.scope,
+                    &planning.model,
+                    planning.progress.cursor.as_deref(),
+                    args.settings.page_size,
+                )
+                .await?;
+            PlanPage {
+                items: page.items,
+                next_cursor: page.next_cursor,
+                // A job over the FAILED items is the operator asking to try them again: they
+                // get fresh attempts, as a dead-letter requeue gives.
+                fresh_attempts: matches!(planning.scope, JobScope::Failed),
+                reembed: false,
+                findings: None,
+            }
+        }
+        JobKind::Reconcile => {
+            let on = Reconciling {
+                store: &args.store,
+                vectors: args.vectors.as_ref(),
+                point_sync: &args.point_sync,
+                model: &planning.model,
+                dimension: args.dimension,
+                generation: args.generation,
+                page_size: args.settings.page_size,
+            };
+            let found =
+                reconcile_job::page(&on, planning.progress.cursor.as_deref(), planning.findings)
+                    .await?;
+            PlanPage {
+                items: found.repairs,
+                next_cursor: found.next_cursor,
+                fresh_attempts: true,
+                // Up to date by SQL, wrong in the vector store: embed them whatever SQL says.
+                reembed: true,
+                findings: Some(found.findings),
+            }
+        }
+    };
     let Some(next_cursor) = page.next_cursor else {
-        let total = planning.progress.planned;
-        args.store.finish_planning(job, total).await?;
-        args.scripts.forget(job).await?;
-        planning.delivery.ack().await?;
+        let outcome = finish(args, planning).await?;
         state.current = None;
-        tracing::info!(%job, total, "planning finished");
-        return Ok(StepOutcome::Finished { job, total });
+        return Ok(outcome);
     };
 
-    let fresh_attempts = matches!(planning.scope, JobScope::Failed);
     let tasks: Vec<String> = page
         .items
         .chunks(args.settings.task_size)
@@ -241,9 +321,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                     .iter()
                     .map(|i| TaskItem {
                         id: i.id.clone(),
-                        // A job over the FAILED items is the operator asking to try them again:
-                        // they get fresh attempts, as a dead-letter requeue gives.
-                        attempt: if fresh_attempts {
+                        attempt: if page.fresh_attempts {
                             0
                         } else {
                             i.attempts.clamp(0, u32::MAX as i64) as u32
@@ -251,6 +329,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                     })
                     .collect(),
                 isolated: false,
+                reembed: page.reembed,
             };
             task.payload()
         })
@@ -279,6 +358,11 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
             args.store
                 .record_planning(job, &next_cursor, planned_after)
                 .await?;
+            if let Some(findings) = page.findings {
+                planning.findings = findings;
+                let result = serde_json::to_value(findings).expect("findings serialise");
+                args.store.set_job_result(job, &result).await?;
+            }
             Ok(StepOutcome::Page {
                 job,
                 items: page.items.len(),
@@ -295,13 +379,8 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
             })
         }
         PagePlanned::EpochChanged => {
-            // Its job entry went with the rest; the reconciler enqueues the job again.
-            tracing::warn!(%job, "Redis lost its data while planning this job; the reconciler plans it again");
             state.current = None;
-            Ok(StepOutcome::Skipped {
-                job,
-                reason: "Redis lost the job's state",
-            })
+            Ok(epoch_changed(job))
         }
     }
 }
@@ -437,8 +516,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::defaults();
         settings.database.url = format!("sqlite://{}", dir.path().join("t.db").display());
+        settings.vectors.path = dir.path().join("vectors").display().to_string();
         let store = Store::connect(&settings.database).await.unwrap();
         store.migrate().await.unwrap();
+        let vectors = crate::vectors::open(&settings.vectors, None).await.unwrap();
         let url =
             std::env::var("EMBEDQ_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let redis = redis::aio::ConnectionManager::new(redis::Client::open(url).unwrap())
@@ -447,7 +528,7 @@ mod tests {
         let keys = Keys::new(format!("embedq-unit-{}", uuid::Uuid::new_v4().simple()));
         let state = PlannerState {
             args: PlannerArgs {
-                store,
+                store: store.clone(),
                 scripts: PlanScripts::new(redis.clone(), keys.clone()),
                 settings: crate::config::PlannerSettings {
                     page_size,
@@ -456,6 +537,10 @@ mod tests {
                 },
                 model: "m".into(),
                 visibility_timeout: Duration::from_secs(30),
+                vectors: vectors.clone(),
+                point_sync: crate::point_sync::PointSync::new(store.clone(), vectors),
+                dimension: 384,
+                generation: 1,
             },
             queue: VecDeque::new(),
             current: None,
@@ -497,7 +582,7 @@ mod tests {
             };
             let new = NewJob {
                 id: JobId::new(),
-                kind: "embed",
+                kind: JobKind::Embed,
                 scope,
                 model: "m".into(),
                 idempotency_key: None,
@@ -679,6 +764,7 @@ mod tests {
                 })
                 .collect(),
             isolated: false,
+            reembed: false,
         };
         let epoch = scripts.epoch().await.unwrap();
         let written = scripts

@@ -130,6 +130,12 @@ async fn replan(
     epoch: &str,
 ) -> Result<Replanned, ReconcileError> {
     let mut progress = args.scripts.replan_progress(job).await?;
+    // A reconcile job's items are embedded again even though SQL says they are up to date.
+    let reembed = args
+        .store
+        .get_job(job)
+        .await?
+        .is_some_and(|j| j.kind == crate::domain::JobKind::Reconcile);
     loop {
         if args.scripts.queued_tasks().await? >= args.max_queued_tasks {
             return Ok(Replanned::Throttled);
@@ -162,6 +168,7 @@ async fn replan(
                         })
                         .collect(),
                     isolated: false,
+                    reembed,
                 }
                 .payload()
             })

@@ -1,5 +1,6 @@
-//! `embedq jobs create|list|watch|cancel`. `watch` follows a job until it ends, with a live
-//! bar (rate and ETA) on a terminal and one plain line per second otherwise.
+//! `embedq jobs create|list|watch|cancel` and `embedq reconcile`. `watch` follows a job until
+//! it ends, with a live bar (rate and ETA) on a terminal and one plain line per second
+//! otherwise; `create --dry-run` prints what a job would cost.
 
 use super::AdminClient;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -14,6 +15,54 @@ pub fn is_final(state: &str) -> bool {
 pub async fn create(client: &AdminClient, scope: Value) -> anyhow::Result<String> {
     let answer = client.post("/v1/jobs", &json!({"scope": scope})).await?;
     Ok(answer["job_id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Starts a reconcile job (it covers every item).
+pub async fn create_reconcile(client: &AdminClient) -> anyhow::Result<String> {
+    let answer = client
+        .post("/v1/jobs", &json!({"type": "reconcile"}))
+        .await?;
+    Ok(answer["job_id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// What an embed job over `scope` would cost (`POST /v1/jobs?dry_run=true`).
+pub async fn estimate(client: &AdminClient, scope: Value) -> anyhow::Result<Value> {
+    client
+        .post("/v1/jobs?dry_run=true", &json!({"scope": scope}))
+        .await
+}
+
+pub fn estimate_lines(e: &Value) -> String {
+    format!(
+        "model {}\nitems {} of {} in scope ({} up to date, {} over the token limit)\n\
+         tokens {}\nrequests {}\ncost {:.4} (at {} per million tokens)\n\
+         time at the quota {:.1} s",
+        e["model"].as_str().unwrap_or("?"),
+        e["items"],
+        e["scope_items"],
+        e["up_to_date"],
+        e["too_long"],
+        e["tokens"],
+        e["requests"],
+        e["cost"].as_f64().unwrap_or(0.0),
+        e["price_per_million_tokens"],
+        e["seconds_at_quota"].as_f64().unwrap_or(0.0),
+    )
+}
+
+/// A finished reconcile job's findings, on one line.
+pub fn findings_line(job: &Value) -> String {
+    let r = &job["result"];
+    format!(
+        "scanned {} points and {} items: {} orphans deleted, {} missing and {} stale points \
+         embedded again, {} payloads refreshed",
+        r["points_scanned"],
+        r["items_checked"],
+        r["orphans_deleted"],
+        r["points_missing"],
+        r["points_stale"],
+        r["payloads_refreshed"]
+    )
 }
 
 pub async fn list(client: &AdminClient, state: Option<&str>) -> anyhow::Result<Vec<Value>> {

@@ -11,7 +11,7 @@ pub use content::{ContentHash, ItemContent};
 pub use ids::{ContextId, ItemId, JobId};
 pub use metadata::{FieldFilter, FilterValue, Metadata, MetadataFilter};
 pub use scope::JobScope;
-pub use status::{ItemStatus, JobState};
+pub use status::{ItemStatus, JobKind, JobState};
 
 /// Why an input was refused; the message is safe to show to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -41,6 +41,39 @@ text_enum!(JobState {
     Cancelled => "CANCELLED",
 });
 
+/// What a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Embed the items of the scope (skipping those already embedded with the same content
+    /// and model).
+    Embed,
+    /// Compare SQL with the vector store and repair: delete points without an item, embed
+    /// again the COMPLETED items whose point is missing or holds another hash or model,
+    /// refresh stale payloads. Its findings are in the job's `result`.
+    Reconcile,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embed => "embed",
+            Self::Reconcile => "reconcile",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        match raw {
+            "embed" => Ok(Self::Embed),
+            "reconcile" => Ok(Self::Reconcile),
+            other => Err(ParseError(format!(
+                "unknown job kind {:?}; the kinds are \"embed\" and \"reconcile\"",
+                other.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+}
+
 impl JobState {
     /// A job in a final state is never planned or counted again.
     pub fn is_final(self) -> bool {

@@ -33,8 +33,9 @@ fn is_up_to_date(row: &TaskItemRow, model: &str) -> bool {
         && row.embedded_hash.as_ref() == Some(&row.content_hash)
 }
 
-/// Sorts the items of `task` given their loaded rows: an item gone since planning, or already
-/// embedded with its current content and `model`, is skipped; one with no attempt left, or
+/// Sorts the items of `task` given their loaded rows: an item gone since planning counts as
+/// deleted; one already embedded with its current content and `model` is skipped (unless the
+/// task says to embed again); one with no attempt left, or
 /// over the per-input token limit (unless truncating), fails now; the rest become inputs,
 /// their tokens counted as the provider counts them.
 pub fn classify(
@@ -68,7 +69,7 @@ pub fn classify(
             }
             Some(LoadedItem::Row(row)) => row,
         };
-        if is_up_to_date(&row, model) {
+        if !task.reembed && is_up_to_date(&row, model) {
             out.outcomes.push(outcome(OutcomeKind::Skipped));
             continue;
         }
@@ -183,6 +184,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             isolated: false,
+            reembed: false,
         }
     }
 

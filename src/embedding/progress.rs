@@ -44,6 +44,8 @@ pub struct TaskProgress {
     /// Items sent on alone after a crash, each as a task of its own.
     crashed: HashSet<crate::domain::ItemId>,
     crash_retries: Vec<(TaskMessage, Duration)>,
+    /// The task's retries embed even up-to-date items, as it does.
+    reembed: bool,
 }
 
 impl TaskProgress {
@@ -63,6 +65,7 @@ impl TaskProgress {
             unattempted: Vec::new(),
             crashed: HashSet::new(),
             crash_retries: Vec::new(),
+            reembed: task.reembed,
         }
     }
 
@@ -106,6 +109,7 @@ impl TaskProgress {
                                     attempt: attempts,
                                 }],
                                 isolated: true,
+                                reembed: self.reembed,
                             },
                             after,
                         ));
@@ -170,6 +174,7 @@ impl TaskProgress {
                     job_id: self.job_id,
                     items,
                     isolated: false,
+                    reembed: self.reembed,
                 },
                 wait,
             ));
@@ -218,6 +223,7 @@ mod tests {
             job_id: JobId::new(),
             items: vec![],
             isolated: false,
+            reembed: false,
         }
     }
 

@@ -142,7 +142,7 @@ mod tests {
         );
         let job = crate::store::JobRecord {
             id: JobId::new(),
-            kind: "embed".into(),
+            kind: crate::domain::JobKind::Embed,
             scope: JobScope::All,
             model: "m".into(),
             state: JobState::Queued,
@@ -155,6 +155,7 @@ mod tests {
             planned_at: None,
             idempotency_key: None,
             error: None,
+            result: None,
             created_at: 0,
             updated_at: 0,
             started_at: None,

@@ -21,6 +21,10 @@ pub struct TaskMessage {
     /// crashed: a suspect does not take innocent items down with it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub isolated: bool,
+    /// Its items are embedded even if SQL says they are up to date (a reconcile job found
+    /// their point missing or wrong).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reembed: bool,
 }
 
 impl TaskMessage {
@@ -78,12 +82,14 @@ mod tests {
                 attempt: 2,
             }],
             isolated: false,
+            reembed: false,
         };
         let payload = t.encode().remove(1).1;
         assert_eq!(decode(&payload).unwrap(), t);
         assert!(!payload.contains("isolated"), "the default is not written");
         let alone = TaskMessage {
             isolated: true,
+            reembed: false,
             ..t
         };
         let payload = alone.encode().remove(1).1;

@@ -3,13 +3,13 @@
 
 use super::records::{JOB_COLUMNS, JobRecord};
 use super::{Store, StoreError};
-use crate::domain::{JobId, JobScope, now_millis};
+use crate::domain::{JobId, JobKind, JobScope, now_millis};
 
 /// A job about to be recorded.
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: JobId,
-    pub kind: &'static str,
+    pub kind: JobKind,
     pub scope: JobScope,
     pub model: String,
     pub idempotency_key: Option<String>,
@@ -44,6 +44,21 @@ pub(super) async fn finish_if_done(
 }
 
 impl Store {
+    /// Replaces a job's result (what it found and did beyond its counters).
+    pub async fn set_job_result(
+        &self,
+        id: JobId,
+        result: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE jobs SET result = $2, updated_at = $3 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(result.to_string())
+            .bind(now_millis())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Records a QUEUED job. With an idempotency key already used, returns that job instead.
     pub async fn create_job(&self, new: NewJob) -> Result<CreatedJob, StoreError> {
         let now = now_millis();
@@ -56,7 +71,7 @@ impl Store {
         );
         let row = sqlx::query(&sql)
             .bind(new.id.to_string())
-            .bind(new.kind)
+            .bind(new.kind.as_str())
             .bind(scope)
             .bind(new.model)
             .bind(new.idempotency_key.clone())

@@ -18,7 +18,7 @@ pub use items::{NewItem, UpsertCounts, UpsertReport};
 pub use jobs::{CreatedJob, JobFilter, NewJob};
 pub use lifecycle::{CurrentItem, DeleteReport, PayloadChange, Tombstone};
 pub use outcomes::{CommitReport, HitRow, LoadedItem, OutcomeCounts, TaskItemRow};
-pub use planning::PlannedItem;
+pub use planning::{CompletedItem, PlannedItem, ScopeText};
 pub use reconcile::StrandedJob;
 pub use records::{ItemRecord, JobRecord};
 

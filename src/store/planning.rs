@@ -26,23 +26,75 @@ pub struct ScopePage {
     pub next_cursor: Option<String>,
 }
 
+/// An item of a scope with what a dry run needs to count its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeText {
+    pub id: ItemId,
+    pub content: String,
+    /// COMPLETED with its current content and the model asked about: a job would skip it.
+    pub up_to_date: bool,
+}
+
+/// A COMPLETED item as a reconcile job compares it with its point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompletedItem {
+    pub id: ItemId,
+    pub content_hash: crate::domain::ContentHash,
+    pub version: i64,
+    pub metadata: crate::domain::Metadata,
+}
+
 impl Store {
-    /// The next page of `scope` after `cursor` (exclusive).
-    pub async fn scope_page(
+    /// The next page of COMPLETED items after `after` (exclusive), by id.
+    pub async fn completed_page(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<CompletedItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, content_hash, version, metadata FROM items \
+             WHERE status = 'COMPLETED' AND id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after.to_owned())
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id = ItemId::parse(r.try_get::<String, _>("id")?)
+                    .map_err(|e| StoreError::Corrupt(e.0))?;
+                let metadata: Option<String> = r.try_get("metadata")?;
+                Ok(CompletedItem {
+                    metadata: crate::domain::Metadata::from_stored(metadata.as_deref())
+                        .map_err(|e| StoreError::Corrupt(format!("metadata of item {id}: {e}")))?,
+                    content_hash: crate::domain::ContentHash::from_stored(
+                        r.try_get("content_hash")?,
+                    ),
+                    version: r.try_get("version")?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    /// The rows of the next page of `scope` after `cursor` (exclusive), with `columns`, and the
+    /// cursor after them. The one definition of each scope's page.
+    async fn scope_rows(
         &self,
         scope: &JobScope,
         model: &str,
         cursor: Option<&str>,
         limit: usize,
-    ) -> Result<ScopePage, StoreError> {
+        columns: &str,
+    ) -> Result<(Vec<sqlx::any::AnyRow>, Option<String>), StoreError> {
         let after = cursor.unwrap_or("").to_owned();
         let lim = limit as i64;
         let rows = match scope {
             JobScope::Context { context_id } => {
-                sqlx::query(
-                    "SELECT id, attempts FROM items WHERE context_id = $1 AND id > $2 \
-                     ORDER BY id LIMIT $3",
-                )
+                sqlx::query(&format!(
+                    "SELECT {columns} FROM items WHERE context_id = $1 AND id > $2 \
+                     ORDER BY id LIMIT $3"
+                ))
                 .bind(context_id.as_str().to_owned())
                 .bind(after)
                 .bind(lim)
@@ -50,28 +102,30 @@ impl Store {
                 .await?
             }
             JobScope::All => {
-                sqlx::query("SELECT id, attempts FROM items WHERE id > $1 ORDER BY id LIMIT $2")
-                    .bind(after)
-                    .bind(lim)
-                    .fetch_all(&self.pool)
-                    .await?
+                sqlx::query(&format!(
+                    "SELECT {columns} FROM items WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(after)
+                .bind(lim)
+                .fetch_all(&self.pool)
+                .await?
             }
             JobScope::Failed => {
-                sqlx::query(
-                    "SELECT id, attempts FROM items WHERE status = 'FAILED' AND id > $1 \
-                     ORDER BY id LIMIT $2",
-                )
+                sqlx::query(&format!(
+                    "SELECT {columns} FROM items WHERE status = 'FAILED' AND id > $1 \
+                     ORDER BY id LIMIT $2"
+                ))
                 .bind(after)
                 .bind(lim)
                 .fetch_all(&self.pool)
                 .await?
             }
             JobScope::StaleModel => {
-                sqlx::query(
-                    "SELECT id, attempts FROM items \
+                sqlx::query(&format!(
+                    "SELECT {columns} FROM items \
                      WHERE (embedded_model IS NULL OR embedded_model <> $1) AND id > $2 \
-                     ORDER BY id LIMIT $3",
-                )
+                     ORDER BY id LIMIT $3"
+                ))
                 .bind(model.to_owned())
                 .bind(after)
                 .bind(lim)
@@ -83,13 +137,10 @@ impl Store {
                 let start = item_ids.partition_point(|id| id.as_str() <= after.as_str());
                 let window = &item_ids[start..(start + limit).min(item_ids.len())];
                 let Some(last) = window.last() else {
-                    return Ok(ScopePage {
-                        items: Vec::new(),
-                        next_cursor: None,
-                    });
+                    return Ok((Vec::new(), None));
                 };
                 let sql = format!(
-                    "SELECT id, attempts FROM items WHERE id IN ({}) ORDER BY id",
+                    "SELECT {columns} FROM items WHERE id IN ({}) ORDER BY id",
                     placeholders::list(1, window.len())
                 );
                 let mut q = sqlx::query(&sql);
@@ -97,16 +148,68 @@ impl Store {
                     q = q.bind(id.as_str().to_owned());
                 }
                 let rows = q.fetch_all(&self.pool).await?;
-                let items = rows_to_items(&rows)?;
-                return Ok(ScopePage {
-                    items,
-                    next_cursor: Some(last.as_str().to_owned()),
-                });
+                return Ok((rows, Some(last.as_str().to_owned())));
             }
         };
-        let items = rows_to_items(&rows)?;
-        let next_cursor = items.last().map(|i| i.id.as_str().to_owned());
-        Ok(ScopePage { items, next_cursor })
+        let next = match rows.last() {
+            Some(row) => Some(row.try_get::<String, _>("id")?),
+            None => None,
+        };
+        Ok((rows, next))
+    }
+
+    /// The next page of `scope` after `cursor` (exclusive).
+    pub async fn scope_page(
+        &self,
+        scope: &JobScope,
+        model: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<ScopePage, StoreError> {
+        let (rows, next_cursor) = self
+            .scope_rows(scope, model, cursor, limit, "id, attempts")
+            .await?;
+        Ok(ScopePage {
+            items: rows_to_items(&rows)?,
+            next_cursor,
+        })
+    }
+
+    /// The next page of `scope` with each item's text and whether a job would skip it.
+    pub async fn scope_texts_page(
+        &self,
+        scope: &JobScope,
+        model: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ScopeText>, Option<String>), StoreError> {
+        let (rows, next) = self
+            .scope_rows(
+                scope,
+                model,
+                cursor,
+                limit,
+                "id, content, status, content_hash, embedded_model, embedded_hash",
+            )
+            .await?;
+        let texts = rows
+            .iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let status: String = r.try_get("status")?;
+                let hash: String = r.try_get("content_hash")?;
+                let embedded_model: Option<String> = r.try_get("embedded_model")?;
+                let embedded_hash: Option<String> = r.try_get("embedded_hash")?;
+                Ok(ScopeText {
+                    id: ItemId::parse(id).map_err(|e| StoreError::Corrupt(e.0))?,
+                    content: r.try_get("content")?,
+                    up_to_date: status == "COMPLETED"
+                        && embedded_model.as_deref() == Some(model)
+                        && embedded_hash.as_deref() == Some(hash.as_str()),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((texts, next))
     }
 
     /// QUEUED becomes RUNNING when planning starts (any other state is left alone), and the

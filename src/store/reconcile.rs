@@ -84,7 +84,7 @@ impl Store {
     /// was planned before lived in a Redis that forgot it). Items already final stay counted.
     pub async fn restart_planning(&self, id: JobId, epoch: &str) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE jobs SET planning_cursor = NULL, total = 0, epoch = $2, updated_at = $3 \
+            "UPDATE jobs SET planning_cursor = NULL, total = 0, result = NULL, epoch = $2, updated_at = $3 \
              WHERE id = $1 AND planned_at IS NULL",
         )
         .bind(id.to_string())

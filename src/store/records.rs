@@ -2,7 +2,7 @@
 
 use super::StoreError;
 use crate::domain::{
-    ContentHash, ContextId, ItemId, ItemStatus, JobId, JobScope, JobState, Metadata,
+    ContentHash, ContextId, ItemId, ItemStatus, JobId, JobKind, JobScope, JobState, Metadata,
 };
 use serde::Serialize;
 use sqlx::Row;
@@ -72,8 +72,7 @@ impl ItemRecord {
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct JobRecord {
     pub id: JobId,
-    /// What the job does ("embed").
-    pub kind: String,
+    pub kind: JobKind,
     pub scope: JobScope,
     /// The embedding model the job uses.
     pub model: String,
@@ -95,6 +94,9 @@ pub struct JobRecord {
     pub idempotency_key: Option<String>,
     /// Why the job failed as a whole, if it did.
     pub error: Option<String>,
+    /// What the job found and did beyond its counters (a reconcile job's findings).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
     pub created_at: i64,
     pub updated_at: i64,
     pub started_at: Option<i64>,
@@ -102,8 +104,8 @@ pub struct JobRecord {
 }
 
 pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, total, completed, failed, \
-     skipped, deleted, planning_cursor, planned_at, idempotency_key, error, created_at, updated_at, \
-     started_at, finished_at";
+     skipped, deleted, planning_cursor, planned_at, idempotency_key, error, result, created_at, \
+     updated_at, started_at, finished_at";
 
 impl JobRecord {
     pub(super) fn from_row(row: &AnyRow) -> Result<Self, StoreError> {
@@ -112,7 +114,8 @@ impl JobRecord {
         let state: String = row.try_get("state")?;
         Ok(Self {
             id: JobId::parse(&id).map_err(|e| StoreError::Corrupt(e.0))?,
-            kind: row.try_get("kind")?,
+            kind: JobKind::parse(&row.try_get::<String, _>("kind")?)
+                .map_err(|e| StoreError::Corrupt(e.0))?,
             scope: serde_json::from_str(&scope)
                 .map_err(|e| StoreError::Corrupt(format!("job {id} scope: {e}")))?,
             model: row.try_get("model")?,
@@ -126,6 +129,11 @@ impl JobRecord {
             planned_at: row.try_get("planned_at")?,
             idempotency_key: row.try_get("idempotency_key")?,
             error: row.try_get("error")?,
+            result: row
+                .try_get::<Option<String>, _>("result")?
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("job {id} result: {e}")))?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
             started_at: row.try_get("started_at")?,

@@ -264,8 +264,9 @@ impl VectorStore for EdgeVectorStore {
         self.blocking(move |inner| {
             let shard = inner.shard(None)?;
             let operations = updates.into_iter().map(|update| {
-                // Only a point holding a lower version takes the update.
-                let gate = version_gate([(&update.item_id, update.version - 1)]);
+                // A point holding a higher version keeps its payload; the same version is
+                // the same metadata in SQL, so writing it again repairs a drifted payload.
+                let gate = version_gate([(&update.item_id, update.version)]);
                 UpdateOperation::PayloadOperation(PayloadOps::SetPayload(SetPayloadOp {
                     payload: Payload(payload::of_metadata(update.version, &update.metadata)),
                     points: None,

@@ -133,8 +133,9 @@ pub trait VectorStore: Send + Sync + 'static {
     /// whose stored copy holds a higher version is left as it is.
     async fn upsert(&self, points: Vec<VectorPoint>) -> Result<(), VectorError>;
 
-    /// Replaces the metadata (and the version) in the payload of the points that hold a lower
-    /// version; missing points are ignored. The vector is untouched.
+    /// Replaces the metadata (and the version) in the payload of the points that hold at most
+    /// this version (the same version is the same metadata, so rewriting it repairs a payload
+    /// that drifted); missing points are ignored. The vector is untouched.
     async fn set_metadata(&self, updates: Vec<MetadataUpdate>) -> Result<(), VectorError>;
 
     /// Removes the points of these items that hold at most the given version (or none); a

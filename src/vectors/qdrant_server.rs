@@ -136,10 +136,9 @@ impl VectorStore for QdrantServerStore {
                 operation: Some(Operation::SetPayload(SetPayload {
                     payload: Payload::from(payload::of_metadata(update.version, &update.metadata))
                         .into(),
-                    // Only a point holding a lower version takes the update.
-                    points_selector: Some(
-                        version_gate([(&update.item_id, update.version - 1)]).into(),
-                    ),
+                    // Only a point holding at most this version takes the update (the same
+                    // version is the same metadata, so a drifted payload is repaired).
+                    points_selector: Some(version_gate([(&update.item_id, update.version)]).into()),
                     ..Default::default()
                 })),
             })

@@ -6,7 +6,8 @@
 //! - each job is final, planned, and its counters are exact: completed + failed + skipped +
 //!   deleted == total == its per-item outcome rows, counted by outcome; its rows cover the
 //!   items of its scope still alive, and every other row is an item deleted since (for
-//!   `failed` and `stale_model` jobs, the scope the test recorded when it made the job); a
+//!   `failed` and `stale_model` jobs, the scope the test recorded when it made the job; a
+//!   reconcile job's rows are the items it repaired, so only "every other row" holds); a
 //!   DELETED outcome is an item that is gone; COMPLETED iff nothing failed;
 //! - the vector store holds one point per COMPLETED item and no other — every stored point is
 //!   paged through, so a point left by a deleted item is found by id — each with the mock
@@ -26,7 +27,7 @@
 
 use super::mock_provider::{Audit, MockProvider};
 use super::{TEST_DIMENSION, TestApp};
-use embedq::domain::{ContentHash, ItemId, JobId, JobScope, JobState};
+use embedq::domain::{ContentHash, ItemId, JobId, JobKind, JobScope, JobState};
 use embedq::queue::{DeadLetters, Keys, PIPELINE_GROUP, PLANNER_GROUP};
 use embedq::store::Store;
 use embedq::vectors::VectorStore;
@@ -383,8 +384,11 @@ pub async fn check(
                     // what an explicit list names that was not, was deleted meanwhile.
                     let alive: HashSet<&String> =
                         scope.iter().filter(|i| items.contains_key(*i)).collect();
+                    // A reconcile job plans only the items it repairs.
+                    let repairs_only = record.kind == JobKind::Reconcile;
                     let missing: Vec<&&String> = alive
                         .iter()
+                        .filter(|_| !repairs_only)
                         .filter(|i| !rows_ids.contains(**i))
                         .take(5)
                         .collect();

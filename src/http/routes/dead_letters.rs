@@ -227,6 +227,7 @@ pub async fn requeue(
     for chunk in reset.chunks(app.settings.limits.max_job_item_ids) {
         let (job, _) = record_and_enqueue(
             &app,
+            crate::domain::JobKind::Embed,
             JobScope::Items {
                 item_ids: chunk.to_vec(),
             },

@@ -4,7 +4,8 @@
 //! the scope later, off the request path. If the XADD fails the job row is deleted again and
 //! the caller gets 503, so no half-made job is left behind.
 
-use crate::domain::{JobId, JobScope, JobState};
+use crate::domain::{JobId, JobKind, JobScope, JobState};
+use crate::estimate::Estimate;
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::responses::{
@@ -21,32 +22,33 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// A job to create: which items, and what to do with them.
+/// A job to create: what to do, and with which items.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJobBody {
-    /// Which items the job covers.
+    /// Which items the job covers: required for "embed"; a "reconcile" job covers every item
+    /// (`{"type": "all"}`, the default).
     // Kept as JSON until `JobScope::from_json`, which refuses unknown fields in every kind of scope.
-    #[schema(value_type = JobScope)]
-    scope: serde_json::Value,
-    /// Only "embed" exists today.
-    #[serde(default = "default_kind")]
+    #[schema(value_type = Option<JobScope>)]
+    scope: Option<serde_json::Value>,
+    /// "embed" (the default) or "reconcile"; also accepted as `type`.
+    #[serde(default = "default_kind", alias = "type")]
     #[schema(value_type = JobKind)]
     kind: String,
 }
 
-/// What a job does.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)] // Only documents the values of `CreateJobBody::kind`.
-pub enum JobKind {
-    /// Embed the items of the scope (skipping those already embedded with the same content
-    /// and model).
-    Embed,
-}
-
 fn default_kind() -> String {
     "embed".into()
+}
+
+/// `?dry_run=true` answers what the job would cost instead of making it.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CreateQuery {
+    /// Answer the items, tokens, requests, cost and time the job would take, and make nothing.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// A job was recorded and enqueued (or an `Idempotency-Key` matched an existing one).
@@ -133,18 +135,22 @@ async fn check_scope(app: &AppState, scope: &mut JobScope) -> Result<(), ApiErro
 
 /// Records a job and puts one message on the jobs stream; answers at once, whatever the job's
 /// size. With an `Idempotency-Key` a repeated request returns the job it created the first
-/// time (`created: false`).
+/// time (`created: false`). With `?dry_run=true` it answers what an embed job would cost —
+/// items, tokens as the provider counts them, requests, cost at
+/// `embedding.price_per_million_tokens` and time at the configured quota — and makes nothing.
 #[utoipa::path(
     post,
     path = "/v1/jobs",
     tag = "jobs",
-    summary = "Create a job",
+    summary = "Create a job (or estimate it)",
     params(
+        CreateQuery,
         ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
             description = "1 to 255 visible ASCII characters; the same key returns the same job."),
     ),
     request_body = CreateJobBody,
     responses(
+        (status = 200, description = "A dry run: what the job would cost; nothing was made.", body = Estimate),
         (status = 202, description = "The job is recorded and enqueued.", body = JobAccepted,
             headers(("Location" = String, description = "The job's status URL."))),
         (status = 400, response = BadRequest),
@@ -152,7 +158,7 @@ async fn check_scope(app: &AppState, scope: &mut JobScope) -> Result<(), ApiErro
         (status = 404, description = "The scope names a context or items that do not exist; no job was made.", body = ErrorBody),
         (status = 413, response = TooLarge),
         (status = 415, response = UnsupportedMediaType),
-        (status = 422, description = "The body breaks a rule (unknown scope or kind, bad or too many item ids); no job was made.", body = ErrorBody),
+        (status = 422, description = "The body breaks a rule (unknown scope or kind, bad or too many item ids, a dry run of a reconcile job); no job was made.", body = ErrorBody),
         (status = 500, response = Internal),
         (status = 503, description = "The database or the queue (Redis) is unavailable; no job was made.", body = ErrorBody),
     ),
@@ -160,16 +166,35 @@ async fn check_scope(app: &AppState, scope: &mut JobScope) -> Result<(), ApiErro
 )]
 pub async fn create_job(
     State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<CreateQuery>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJobBody>,
 ) -> Result<Response, ApiError> {
-    let mut scope =
-        JobScope::from_json(body.scope).map_err(|e| ApiError::invalid(format!("scope: {e}")))?;
-    if body.kind != "embed" {
-        return Err(ApiError::invalid(format!(
-            "unknown job kind {:?}; the only kind is \"embed\"",
-            body.kind.chars().take(40).collect::<String>()
-        )));
+    let kind = JobKind::parse(&body.kind).map_err(|e| ApiError::invalid(e.0))?;
+    let mut scope = match (kind, body.scope) {
+        (_, Some(raw)) => {
+            JobScope::from_json(raw).map_err(|e| ApiError::invalid(format!("scope: {e}")))?
+        }
+        (JobKind::Reconcile, None) => JobScope::All,
+        (JobKind::Embed, None) => return Err(ApiError::invalid("scope: an embed job needs one")),
+    };
+    if kind == JobKind::Reconcile && scope != JobScope::All {
+        return Err(ApiError::invalid(
+            "scope: a reconcile job covers every item; give {\"type\": \"all\"} or no scope",
+        ));
+    }
+    if query.dry_run {
+        if kind == JobKind::Reconcile {
+            return Err(ApiError::invalid(
+                "a reconcile job cannot be estimated: what it repairs is known only once it \
+                 has compared the stores",
+            ));
+        }
+        check_scope(&app, &mut scope).await?;
+        let embedder = app.pipeline.embedder.embedder();
+        let estimate =
+            crate::estimate::estimate(&app.store, embedder.as_ref(), &scope, &app.settings).await?;
+        return Ok((StatusCode::OK, Json(estimate)).into_response());
     }
     let key = idempotency_key(&headers)?;
     if let Some(key) = &key
@@ -178,7 +203,7 @@ pub async fn create_job(
         return Ok(accepted(&job, false));
     }
     check_scope(&app, &mut scope).await?;
-    let (job, created) = record_and_enqueue(&app, scope, key).await?;
+    let (job, created) = record_and_enqueue(&app, kind, scope, key).await?;
     Ok(accepted(&job, created))
 }
 
@@ -187,6 +212,7 @@ pub async fn create_job(
 /// call created it (false when an idempotency key matched).
 pub(crate) async fn record_and_enqueue(
     app: &AppState,
+    kind: JobKind,
     scope: JobScope,
     idempotency_key: Option<String>,
 ) -> Result<(JobRecord, bool), ApiError> {
@@ -194,7 +220,7 @@ pub(crate) async fn record_and_enqueue(
         .store
         .create_job(NewJob {
             id: JobId::new(),
-            kind: "embed",
+            kind,
             scope,
             model: app.settings.embedding.model.clone(),
             idempotency_key,
@@ -223,7 +249,7 @@ pub(crate) async fn record_and_enqueue(
     {
         tracing::warn!(job = %job.id, error = %e, "could not record the job's epoch");
     }
-    tracing::info!(job = %job.id, scope = job.scope.kind(), "job enqueued");
+    tracing::info!(job = %job.id, kind = job.kind.as_str(), scope = job.scope.kind(), "job enqueued");
     Ok((job, true))
 }
 
