@@ -175,12 +175,26 @@ pub enum Tokenizer {
     O200kBase,
 }
 
+/// Whether requests carry OpenAI's `dimensions` parameter (a shorter vector of a model that
+/// can give one, as text-embedding-3-* can).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DimensionsParameter {
+    /// Sent when the model is known to take it and `embedding.dimension` is not its default.
+    Auto,
+    /// Always sent (an OpenAI-compatible server whose model takes it).
+    Send,
+    /// Never sent (a server that refuses unknown fields).
+    Omit,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
     pub provider: Provider,
     pub model: String,
     pub dimension: usize,
+    pub dimensions_parameter: DimensionsParameter,
     pub model_dir: String,
     pub threads: usize,
     pub base_url: String,

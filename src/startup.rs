@@ -101,7 +101,7 @@ impl Backends {
         let vectors =
             crate::vectors::open(&settings.vectors, settings.secrets.qdrant_api_key.as_ref())
                 .await?;
-        vectors.ensure_collection(embedder.dimension()).await?;
+        crate::vectors::prepare(vectors.as_ref(), embedder.dimension()).await?;
         let backends = Self {
             store,
             connections,

@@ -250,6 +250,7 @@ impl DaemonSetup {
             vectors: vectors.as_ref(),
             max_retries: 3,
             model: MODEL,
+            dimension: support::TEST_DIMENSION,
         };
         let report = check(&scene, &[job], &Default::default(), Some(&mock.audit())).await;
         store.close().await;

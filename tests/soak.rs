@@ -498,6 +498,7 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
         vectors: &vector_store,
         max_retries: 3,
         model: MODEL,
+        dimension: support::TEST_DIMENSION,
     };
     let job_refs: Vec<&str> = jobs.iter().map(String::as_str).collect();
     let scopes = std::collections::HashMap::new();

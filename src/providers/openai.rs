@@ -2,11 +2,14 @@
 //! Ollama, vLLM, TEI). Inputs go as an array with `encoding_format: "base64"` (little-endian
 //! f32, a third of the bytes of JSON floats); one pooled reqwest client reuses connections.
 //! Every response is checked (count, index order, dimension, finite numbers) and every error is
-//! classified as transient, invalid input or fatal.
+//! classified as transient, invalid input or fatal. The `dimensions` parameter asks a model that
+//! can shorten its vectors for `embedding.dimension`; an answer whose vectors all have another
+//! dimension is a configuration error (fatal: intake pauses, no attempt is used), named with
+//! the setting to change.
 
 use super::rate_limit_headers::{parse_retry_after, should_retry};
 use super::{Embedded, Embedder, ProviderError, RateLimitHints, RequestLimits, TokenCounter};
-use crate::config::{EmbeddingSettings, Secret};
+use crate::config::{DimensionsParameter, EmbeddingSettings, Secret};
 use base64::Engine;
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -18,8 +21,48 @@ pub struct OpenAiEmbedder {
     api_key: Option<Secret>,
     model: String,
     dimension: usize,
+    /// The `dimensions` parameter sent with every request, if any.
+    dimensions: Option<usize>,
     limits: RequestLimits,
     tokens: TokenCounter,
+}
+
+/// Models known to take `dimensions`, with their default dimension.
+const SHORTENABLE_MODELS: [(&str, usize); 2] = [
+    ("text-embedding-3-small", 1536),
+    ("text-embedding-3-large", 3072),
+];
+
+/// The `dimensions` parameter to send for `model` at `dimension`.
+pub fn dimensions_to_send(
+    model: &str,
+    dimension: usize,
+    parameter: DimensionsParameter,
+) -> Option<usize> {
+    match parameter {
+        DimensionsParameter::Send => Some(dimension),
+        DimensionsParameter::Omit => None,
+        DimensionsParameter::Auto => SHORTENABLE_MODELS
+            .iter()
+            .find(|(name, _)| *name == model)
+            .filter(|(_, default)| *default != dimension)
+            .map(|_| dimension),
+    }
+}
+
+/// What is wrong with a 200's body.
+#[derive(Debug, PartialEq)]
+enum BadBody {
+    /// Every vector has this dimension, not the configured one: the configuration is wrong.
+    Dimension(usize),
+    /// Anything else: a broken answer, worth retrying.
+    Broken(String),
+}
+
+impl From<String> for BadBody {
+    fn from(problem: String) -> Self {
+        Self::Broken(problem)
+    }
 }
 
 #[derive(Deserialize)]
@@ -75,6 +118,11 @@ impl OpenAiEmbedder {
             api_key,
             model: settings.model.clone(),
             dimension: settings.dimension,
+            dimensions: dimensions_to_send(
+                &settings.model,
+                settings.dimension,
+                settings.dimensions_parameter,
+            ),
             limits: RequestLimits {
                 max_inputs: settings.max_inputs_per_request,
                 max_tokens_per_input: settings.max_tokens_per_input,
@@ -93,43 +141,67 @@ impl OpenAiEmbedder {
         }
     }
 
-    fn decode(&self, body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>, String> {
+    fn decode(&self, body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>, BadBody> {
         let parsed: EmbeddingsResponse =
             serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
         if parsed.data.len() != expected {
-            return Err(format!(
-                "{} embeddings for {expected} inputs",
-                parsed.data.len()
-            ));
+            return Err(format!("{} embeddings for {expected} inputs", parsed.data.len()).into());
         }
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; expected];
+        let mut dimensions = std::collections::BTreeSet::new();
         for datum in parsed.data {
             let vector = match datum.embedding {
                 EmbeddingValue::Floats(v) => v,
                 EmbeddingValue::Base64(b64) => decode_base64_f32(&b64)?,
             };
-            if vector.len() != self.dimension {
-                return Err(format!(
-                    "embedding of dimension {}, expected {}",
-                    vector.len(),
-                    self.dimension
-                ));
-            }
+            dimensions.insert(vector.len());
             if vector.iter().any(|x| !x.is_finite()) {
-                return Err("embedding holds a non-finite number".into());
+                return Err(BadBody::Broken(
+                    "embedding holds a non-finite number".into(),
+                ));
             }
             let slot = vectors
                 .get_mut(datum.index)
                 .ok_or_else(|| format!("index {} out of range", datum.index))?;
             if slot.replace(vector).is_some() {
-                return Err(format!("index {} appears twice", datum.index));
+                return Err(format!("index {} appears twice", datum.index).into());
+            }
+        }
+        match dimensions.iter().copied().collect::<Vec<_>>().as_slice() {
+            [] => {}
+            [one] if *one == self.dimension => {}
+            [one] if *one > 0 => return Err(BadBody::Dimension(*one)),
+            several => {
+                return Err(format!(
+                    "embeddings of dimensions {several:?}, expected {}",
+                    self.dimension
+                )
+                .into());
             }
         }
         vectors
             .into_iter()
             .enumerate()
-            .map(|(i, v)| v.ok_or_else(|| format!("no embedding for index {i}")))
+            .map(|(i, v)| v.ok_or_else(|| format!("no embedding for index {i}").into()))
             .collect()
+    }
+
+    /// The reason an answer of `got` dimensions pauses intake, naming the setting to change.
+    fn wrong_dimension(&self, got: usize) -> String {
+        let want = self.dimension;
+        let model = &self.model;
+        match self.dimensions {
+            Some(sent) => format!(
+                "{model} answered {got}-dimension embeddings although the request asked for \
+                 {sent} (`dimensions`); the model or server does not shorten its vectors: set \
+                 embedding.dimension = {got} and embedding.dimensions_parameter = \"omit\""
+            ),
+            None => format!(
+                "{model} answered {got}-dimension embeddings, but embedding.dimension is {want}: \
+                 set embedding.dimension = {got}, or, if the model can shorten its vectors, \
+                 embedding.dimensions_parameter = \"send\""
+            ),
+        }
     }
 
     fn classify(
@@ -257,11 +329,14 @@ impl Embedder for OpenAiEmbedder {
     }
 
     async fn embed(&self, inputs: &[String]) -> Result<Embedded, ProviderError> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.model,
             "input": inputs,
             "encoding_format": "base64",
         });
+        if let Some(dimensions) = self.dimensions {
+            body["dimensions"] = dimensions.into();
+        }
         let mut request = self.http.post(&self.url).json(&body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose());
@@ -276,7 +351,10 @@ impl Embedder for OpenAiEmbedder {
         let hints = RateLimitHints::from_headers(&headers);
         match self.decode(&bytes, inputs.len()) {
             Ok(vectors) => Ok(Embedded { vectors, hints }),
-            Err(problem) => Err(ProviderError::Transient {
+            Err(BadBody::Dimension(got)) => Err(ProviderError::Fatal {
+                reason: self.wrong_dimension(got),
+            }),
+            Err(BadBody::Broken(problem)) => Err(ProviderError::Transient {
                 reason: format!("bad response body: {problem}"),
                 retry_after: None,
                 rate_limited: false,
@@ -327,6 +405,61 @@ mod tests {
             assert!(e.decode(body.to_string().as_bytes(), 2).is_err(), "{body}");
         }
         assert!(e.decode(b"not json", 2).is_err());
+    }
+
+    #[test]
+    fn one_wrong_dimension_throughout_is_the_configuration() {
+        let e = embedder();
+        let body = serde_json::json!({"data": [
+            {"index": 0, "embedding": [1.0, 2.0, 3.0]},
+            {"index": 1, "embedding": b64(&[1.0, 2.0, 3.0])}
+        ]});
+        assert_eq!(
+            e.decode(body.to_string().as_bytes(), 2),
+            Err(BadBody::Dimension(3))
+        );
+        let reason = e.wrong_dimension(3);
+        assert!(
+            reason.contains("embedding.dimension = 3")
+                && reason.contains("embedding.dimensions_parameter"),
+            "{reason}"
+        );
+        // Two dimensions in one answer: a broken body, not a setting.
+        let mixed = serde_json::json!({"data": [
+            {"index": 0, "embedding": [1.0, 2.0, 3.0]},
+            {"index": 1, "embedding": [1.0, 2.0]}
+        ]});
+        assert!(matches!(
+            e.decode(mixed.to_string().as_bytes(), 2),
+            Err(BadBody::Broken(_))
+        ));
+    }
+
+    #[test]
+    fn dimensions_is_sent_when_the_model_can_shorten_to_another_size() {
+        use DimensionsParameter::{Auto, Omit, Send};
+        assert_eq!(
+            dimensions_to_send("text-embedding-3-small", 256, Auto),
+            Some(256)
+        );
+        assert_eq!(
+            dimensions_to_send("text-embedding-3-small", 1536, Auto),
+            None
+        );
+        assert_eq!(
+            dimensions_to_send("text-embedding-3-large", 1024, Auto),
+            Some(1024)
+        );
+        assert_eq!(
+            dimensions_to_send("text-embedding-ada-002", 256, Auto),
+            None
+        );
+        assert_eq!(dimensions_to_send("nomic-embed-text", 768, Auto), None);
+        assert_eq!(dimensions_to_send("nomic-embed-text", 256, Send), Some(256));
+        assert_eq!(
+            dimensions_to_send("text-embedding-3-small", 256, Omit),
+            None
+        );
     }
 
     #[test]

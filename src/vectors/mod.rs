@@ -169,6 +169,25 @@ pub trait VectorStore: Send + Sync + 'static {
     async fn drop_collection(&self) -> Result<(), VectorError>;
 }
 
+/// Makes sure the collection holds vectors of `dimension`. An empty collection of another
+/// dimension (a first start with the wrong `embedding.dimension`, fixed) is made again; a
+/// populated one is an error (changing the dimension of stored vectors is a model change).
+pub async fn prepare(store: &dyn VectorStore, dimension: usize) -> Result<(), VectorError> {
+    match store.ensure_collection(dimension).await {
+        Err(VectorError::DimensionMismatch { found, .. }) if store.count().await? == 0 => {
+            tracing::info!(
+                collection = store.collection(),
+                from = found,
+                to = dimension,
+                "the empty collection is made again for the configured dimension"
+            );
+            store.drop_collection().await?;
+            store.ensure_collection(dimension).await
+        }
+        other => other,
+    }
+}
+
 /// Opens the configured backend. `api_key` (from `EMBEDQ_QDRANT_API_KEY`) is used by the
 /// server backend only.
 pub async fn open(

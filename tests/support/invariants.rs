@@ -25,8 +25,8 @@
 //! A failure to read any of it (Redis, SQL, the vector store) fails the check; it never reads
 //! as "nothing there". It collects every violation and panics once, listing them all.
 
+use super::TestApp;
 use super::mock_provider::{Audit, MockProvider};
-use super::{TEST_DIMENSION, TestApp};
 use embedq::domain::{ContentHash, ItemId, JobId, JobKind, JobScope, JobState};
 use embedq::queue::{DeadLetters, Keys, PIPELINE_GROUP, PLANNER_GROUP};
 use embedq::store::Store;
@@ -46,6 +46,8 @@ pub struct Scene<'a> {
     pub max_retries: u32,
     /// `embedding.model` of the daemon.
     pub model: &'a str,
+    /// `embedding.dimension` of the daemon.
+    pub dimension: usize,
 }
 
 /// How many inputs a scenario may embed twice, and why.
@@ -543,7 +545,7 @@ pub async fn check(
             )),
             Some(_) => {}
         }
-        if p.dimension != TEST_DIMENSION || p.model != scene.model {
+        if p.dimension != scene.dimension || p.model != scene.model {
             problems.push(format!(
                 "point of {id} names model {} of dimension {}",
                 p.model, p.dimension
@@ -595,7 +597,7 @@ pub async fn check(
                     item.metadata.to_text()
                 ));
             }
-            let expected = MockProvider::vector_for(&item.content, TEST_DIMENSION);
+            let expected = MockProvider::vector_for(&item.content, scene.dimension);
             let diff = point
                 .vector
                 .iter()
@@ -640,6 +642,7 @@ impl TestApp {
             vectors: self.vectors.as_ref(),
             max_retries: self.settings.retry.max_retries,
             model: &self.settings.embedding.model,
+            dimension: self.settings.embedding.dimension,
         }
     }
 

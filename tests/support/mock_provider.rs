@@ -56,6 +56,8 @@ const RATE_LIMIT_DOCS: &str =
 pub struct MockScript {
     /// The model's native dimension; a request's `dimensions` may ask for fewer.
     pub dimension: usize,
+    /// A server whose model cannot shorten its vectors: `dimensions` is accepted and ignored.
+    pub ignores_dimensions: bool,
     /// Added to every response (a hang waits `hang_for` instead).
     pub latency: Duration,
     /// When set, `Authorization: Bearer <key>` must match, else 401.
@@ -90,6 +92,7 @@ impl Default for MockScript {
     fn default() -> Self {
         Self {
             dimension: 8,
+            ignores_dimensions: false,
             latency: Duration::ZERO,
             api_key: None,
             requests_per_minute: None,
@@ -743,7 +746,11 @@ fn parse_request(script: &MockScript, body: &[u8]) -> Result<EmbeddingRequest, A
         inputs: parse_inputs(&fields, script)?,
         tokens: Vec::new(),
         encoding: parse_encoding(&fields)?,
-        dimensions: parse_dimensions(&fields, script.dimension)?,
+        dimensions: if script.ignores_dimensions {
+            script.dimension
+        } else {
+            parse_dimensions(&fields, script.dimension)?
+        },
     })
 }
 
@@ -1113,7 +1120,9 @@ fn base64_le(vector: &[f32]) -> String {
 enum Breakage {
     /// One embedding fewer than inputs.
     MissingEmbedding,
-    /// Every vector one component too long.
+    /// The last vector one component too long (a corrupt answer: one answer of a single wrong
+    /// dimension throughout is a configuration error, and the daemon pauses on it). A request
+    /// of one input gets a NaN instead.
     WrongDimension,
     /// A NaN in the first vector; sent as base64 whatever was asked, since JSON has no NaN.
     NanBase64,
@@ -1137,11 +1146,13 @@ fn broken_list(request: &EmbeddingRequest, breakage: Breakage) -> Vec<u8> {
             vectors.pop();
             embedding_list(request, vectors, request.encoding)
         }
-        Breakage::WrongDimension => {
-            vectors.iter_mut().for_each(|vector| vector.push(0.0));
+        Breakage::WrongDimension if vectors.len() > 1 => {
+            if let Some(last) = vectors.last_mut() {
+                last.push(0.0);
+            }
             embedding_list(request, vectors, request.encoding)
         }
-        Breakage::NanBase64 => {
+        Breakage::WrongDimension | Breakage::NanBase64 => {
             if let Some(first) = vectors.first_mut().and_then(|vector| vector.first_mut()) {
                 *first = f32::NAN;
             }

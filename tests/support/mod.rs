@@ -348,6 +348,17 @@ impl TestApp {
             .collect()
     }
 
+    /// Stops the daemon and starts it again on the same database, Redis prefix and vectors,
+    /// with `adjust` applied to its settings (an operator fixing a setting).
+    pub async fn restart_with(self, adjust: impl FnOnce(&mut Settings)) -> Self {
+        self.shutdown.trigger();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
+        drop(self.vectors);
+        let mut settings = self.settings;
+        adjust(&mut settings);
+        Self::start(settings, self.db, self.vectors_dir).await
+    }
+
     pub async fn stop(self) {
         self.shutdown.trigger();
         let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
