@@ -154,6 +154,9 @@ pub enum Provider {
     Local,
     /// Any OpenAI-compatible `POST {base_url}/embeddings`.
     Openai,
+    /// Azure OpenAI: `POST {base_url}/openai/deployments/{azure_deployment}/embeddings
+    /// ?api-version={azure_api_version}`, the key in an `api-key` header.
+    AzureOpenai,
 }
 
 impl Provider {
@@ -162,8 +165,38 @@ impl Provider {
             Self::Auto => "auto",
             Self::Local => "local",
             Self::Openai => "openai",
+            Self::AzureOpenai => "azure_openai",
         }
     }
+}
+
+/// How the provider's key is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderAuth {
+    /// `api-key` for Azure OpenAI, a bearer token otherwise.
+    Auto,
+    /// `Authorization: Bearer KEY` (OpenAI, most compatible servers, Azure with Entra ID).
+    Bearer,
+    /// `api-key: KEY` (Azure OpenAI's keys).
+    ApiKey,
+}
+
+/// What distinguishes documents from queries for an asymmetric model (e5, bge, nomic: a
+/// prefix; Voyage, Cohere-compatible servers: an input-type field). Empty strings add nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputTypes {
+    /// Put before every item's text (e.g. `passage: `).
+    pub document_prefix: String,
+    /// Put before every search query (e.g. `query: `).
+    pub query_prefix: String,
+    /// A request field naming the input type (e.g. `input_type`); empty: none is sent.
+    pub field: String,
+    /// Its value for items (e.g. `document`).
+    pub document: String,
+    /// Its value for search queries (e.g. `query`).
+    pub query: String,
 }
 
 /// How tokens are counted when requests are packed.
@@ -195,6 +228,11 @@ pub struct EmbeddingSettings {
     pub model: String,
     pub dimension: usize,
     pub dimensions_parameter: DimensionsParameter,
+    pub auth: ProviderAuth,
+    /// Azure OpenAI's deployment and API version (provider `azure_openai`).
+    pub azure_deployment: String,
+    pub azure_api_version: String,
+    pub input_types: InputTypes,
     pub model_dir: String,
     pub threads: usize,
     pub base_url: String,
@@ -345,7 +383,9 @@ impl Settings {
         }
         let (model, dimension) = match e.provider {
             Provider::Local => (LOCAL_MODEL, LOCAL_DIMENSION),
-            Provider::Auto | Provider::Openai => ("text-embedding-3-small", 1536),
+            Provider::Auto | Provider::Openai | Provider::AzureOpenai => {
+                ("text-embedding-3-small", 1536)
+            }
         };
         if e.model.trim().is_empty() {
             e.model = model.into();
@@ -455,6 +495,47 @@ impl Settings {
             return invalid(
                 "embedding.provider",
                 "\"auto\" must be settled before validation",
+            );
+        }
+        if e.provider == Provider::AzureOpenai {
+            if e.azure_deployment.is_empty()
+                || !e
+                    .azure_deployment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            {
+                return invalid(
+                    "embedding.azure_deployment",
+                    "the Azure deployment name is required (letters, digits, - _ .)",
+                );
+            }
+            if e.azure_api_version.is_empty()
+                || !e
+                    .azure_api_version
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return invalid(
+                    "embedding.azure_api_version",
+                    "an Azure OpenAI API version is required, e.g. 2024-10-21",
+                );
+            }
+        }
+        if (!e.input_types.document.is_empty() || !e.input_types.query.is_empty())
+            && e.input_types.field.is_empty()
+        {
+            return invalid(
+                "embedding.input_types.field",
+                "name the request field that carries the input type (e.g. input_type)",
+            );
+        }
+        if matches!(
+            e.input_types.field.as_str(),
+            "model" | "input" | "encoding_format" | "dimensions"
+        ) {
+            return invalid(
+                "embedding.input_types.field",
+                "must not be a field embedq sends itself",
             );
         }
         if e.provider == Provider::Local && e.dimension != LOCAL_DIMENSION {
@@ -577,6 +658,29 @@ fn secret_from_env(name: &str) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn azure_needs_its_deployment_and_input_types_their_field() {
+        let mut s = Settings::defaults();
+        s.embedding.provider = Provider::AzureOpenai;
+        s.embedding.dimension = 1536;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("embedding.azure_deployment"), "{err}");
+        s.embedding.azure_deployment = "emb-small".into();
+        s.validate().unwrap();
+        s.embedding.azure_api_version = "2024-10-21&x=1".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("embedding.azure_api_version"), "{err}");
+
+        let mut s = Settings::defaults();
+        s.embedding.input_types.query = "query".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("embedding.input_types.field"), "{err}");
+        s.embedding.input_types.field = "model".into();
+        assert!(s.validate().is_err(), "a field embedq sends itself");
+        s.embedding.input_types.field = "input_type".into();
+        s.validate().unwrap();
+    }
 
     #[test]
     fn defaults_are_valid() {

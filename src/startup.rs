@@ -151,7 +151,7 @@ async fn open_embedder(settings: &Settings) -> Result<Arc<dyn Embedder>, Startup
                 .map_err(|e| StartupError::Spawn(e.to_string()))??;
             Arc::new(embedder)
         }
-        Provider::Auto | Provider::Openai => Arc::new(OpenAiEmbedder::new(
+        Provider::Auto | Provider::Openai | Provider::AzureOpenai => Arc::new(OpenAiEmbedder::new(
             &settings.embedding,
             settings.secrets.provider_api_key.clone(),
         )?),
@@ -295,6 +295,7 @@ fn wire(
             generation: 1,
         },
         rate_limiter: RateLimiterArgs {
+            gate: shared.gate.clone(),
             budget: RateBudget::new(
                 backends.shared.clone(),
                 &keys,

@@ -38,6 +38,9 @@ async fn dashboard_shows_progress_and_requeues_a_dead_letter() {
     let app = TestApp::spawn_with(Backend::Sqlite, move |s| {
         s.embedding.base_url = url;
         s.planner.task_size = 16;
+        // Requests are packed across tasks: 8 inputs each keep the job going for ~12 s, long
+        // enough for a browser started on a loaded machine to watch the bar move.
+        s.embedding.max_inputs_per_request = 8;
         s.rate_limit.max_concurrency = 1;
         s.pipeline.workers = 1;
         s.secrets.admin_token = Some(embedq::config::Secret::new(TOKEN));

@@ -192,14 +192,23 @@ fn trait_surface() {
 async fn async_embed_runs_off_the_runtime() {
     let e = embedder();
     let inputs = vec![PAIR.0.to_string(), String::new(), PAIR.1.to_string()];
-    let out = e.embed(&inputs).await.expect("embed");
+    let out = e
+        .embed(&inputs, embedq::providers::InputKind::Document)
+        .await
+        .expect("embed");
     assert_eq!(out.vectors.len(), 3);
     for v in &out.vectors {
         assert_unit(v);
     }
     let blocking = e.embed_blocking(&inputs).expect("embed");
     assert!(max_abs_diff(&out.vectors[0], &blocking[0]) == 0.0);
-    assert!(e.embed(&[]).await.expect("empty").vectors.is_empty());
+    assert!(
+        e.embed(&[], embedq::providers::InputKind::Document)
+            .await
+            .expect("empty")
+            .vectors
+            .is_empty()
+    );
 }
 
 #[test]

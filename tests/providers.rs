@@ -1,17 +1,18 @@
 //! Providers as users configure them, against the mock provider on PostgreSQL and SQLite:
-//! reduced dimensions are asked for with OpenAI's `dimensions` parameter (and paid once), and
-//! an answer of another dimension than configured is a configuration error: intake pauses after
+//! reduced dimensions are asked for with OpenAI's `dimensions` parameter (and paid once); an
+//! answer of another dimension than configured is a configuration error: intake pauses after
 //! that one request, no attempt is used, `/readyz` names the setting, and once it is fixed the
-//! job completes.
+//! job completes; Azure OpenAI's deployment URL, `api-version` and `api-key`; and input types
+//! (prefixes and an `input_type` field) that embed documents and queries differently.
 
 mod support;
 
-use embedq::config::DimensionsParameter;
+use embedq::config::{DimensionsParameter, Provider, Secret};
 use embedq::domain::ItemId;
 use serde_json::Value;
 use std::time::Duration;
 use support::invariants::Duplicates;
-use support::mock_provider::{MockProvider, MockScript};
+use support::mock_provider::{AzureMode, MockProvider, MockScript};
 use support::{Backend, app_with, context_job, wait_until};
 
 /// The mock's model answers 384 dimensions unless asked for fewer.
@@ -153,7 +154,114 @@ async fn a_wrong_dimension_pauses_after_one_request(backend: Backend) {
     app.stop().await;
 }
 
+/// `provider = "azure_openai"`: requests go to the deployment's URL with the API version, the
+/// key in `api-key` (the mock refuses a bearer token, another deployment or version), and the
+/// job completes with the deployment's vectors.
+async fn the_azure_openai_profile(backend: Backend) {
+    let key = "azure-key-0123456789";
+    let mock = MockProvider::start(MockScript {
+        dimension: support::TEST_DIMENSION,
+        api_key: Some(key.into()),
+        azure: Some(AzureMode {
+            deployment: "emb-small".into(),
+            api_version: "2024-10-21".into(),
+        }),
+        ..MockScript::default()
+    })
+    .await;
+    let root = mock.base_url().trim_end_matches("/v1").to_owned();
+    let app = app_with(backend, &mock, move |s| {
+        s.embedding.provider = Provider::AzureOpenai;
+        s.embedding.base_url = root;
+        s.embedding.azure_deployment = "emb-small".into();
+        s.embedding.azure_api_version = "2024-10-21".into();
+        s.secrets.provider_api_key = Some(Secret::new(key));
+    })
+    .await;
+    app.seed_items("ctx", "it", 50).await;
+    let job = context_job(&app).await;
+    let done = app.wait_finished(&job, Duration::from_secs(30)).await;
+    assert_eq!(done["completed"], 50, "{done}");
+    let audit = mock.audit();
+    assert_eq!(
+        audit.by_status.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "every request was accepted: {:?}",
+        audit.by_status
+    );
+    assert_eq!(
+        audit.models.iter().cloned().collect::<Vec<_>>(),
+        ["emb-small"],
+        "the body named a model (Azure routes by deployment)"
+    );
+    app.check_invariants(&[&job], Some(&mock))
+        .await
+        .expect("azure", Duplicates::zero("nothing failed"));
+    app.stop().await;
+}
+
+/// Input types: items go with the document prefix and `input_type: document`, a search query
+/// with the query prefix and `input_type: query`; the dry run counts the prefix's tokens as
+/// the provider does.
+async fn documents_and_queries_are_embedded_differently(backend: Backend) {
+    let mock = MockProvider::start(support::script()).await;
+    let app = app_with(backend, &mock, |s| {
+        let types = &mut s.embedding.input_types;
+        types.document_prefix = "passage: ".into();
+        types.query_prefix = "query: ".into();
+        types.field = "input_type".into();
+        types.document = "document".into();
+        types.query = "query".into();
+    })
+    .await;
+    app.seed_items("ctx", "it", 30).await;
+    let scope = serde_json::json!({"scope": {"type": "context", "context_id": "ctx"}});
+    let (_, estimate) = app.post_json("/v1/jobs?dry_run=true", &scope).await;
+    let job = context_job(&app).await;
+    app.wait_finished(&job, Duration::from_secs(30)).await;
+    let audit = mock.audit();
+    assert_eq!(
+        estimate["tokens"].as_u64(),
+        Some(audit.tokens_embedded),
+        "the dry run and the provider count tokens differently: {estimate}"
+    );
+    assert!(
+        (0..30).all(|i| audit.embedded.get(&format!("passage: passage {i} of ctx")) == Some(&1)),
+        "items were not sent with the document prefix: {:?}",
+        audit.embedded.keys().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        audit.input_types.keys().cloned().collect::<Vec<_>>(),
+        ["document"]
+    );
+    let point = app
+        .vectors
+        .get(&[ItemId::parse("it-000007").unwrap()])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        point.vector,
+        MockProvider::vector_for("passage: passage 7 of ctx", support::TEST_DIMENSION),
+        "the stored vector is not the document-prefixed text's"
+    );
+
+    let (status, body) = app
+        .post_json(
+            "/v1/contexts/ctx/search",
+            &serde_json::json!({"query": "passage 7", "k": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let audit = mock.audit();
+    assert_eq!(audit.embedded.get("query: passage 7"), Some(&1));
+    assert_eq!(audit.input_types.get("query"), Some(&1));
+    app.stop().await;
+}
+
 on_both_backends!(
     reduced_dimensions_are_asked_for,
     a_wrong_dimension_pauses_after_one_request,
+    the_azure_openai_profile,
+    documents_and_queries_are_embedded_differently,
 );

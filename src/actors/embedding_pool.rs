@@ -511,10 +511,10 @@ impl EmbeddingPool {
         }
         let in_flight = slot.busy.take().expect("checked");
         let (actions, fatal) = actions_for(outcome, in_flight.inputs.len());
-        if let Some(reason) = &fatal
-            && state.args.gate.close_for_provider(reason)
-        {
-            tracing::error!(%reason, "the provider is unusable; intake pauses until an operator resumes it");
+        // The permit closed the gate already (before it was released); this keeps the rule
+        // for an answer that came some other way.
+        if let Some(reason) = &fatal {
+            state.args.gate.close_for_provider(reason);
         }
         state.apply(in_flight, actions);
         if fatal.is_some() {

@@ -9,7 +9,7 @@ use super::address::Address;
 use super::rate_limiter::Permit;
 use super::vector_writer::VectorWriterMsg;
 use crate::embedding::{EmbedRequest, RequestOutcome, to_vectors};
-use crate::providers::{Embedder, ProviderError, RateLimitHints};
+use crate::providers::{Embedder, InputKind, ProviderError, RateLimitHints};
 use crate::retry::Backoff;
 use crate::vectors::VectorError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -34,7 +34,14 @@ pub struct WorkerArgs {
 
 /// The request, from the call to the stored vectors.
 async fn embed(args: &WorkerArgs, request: &EmbedRequest, permit: Permit) -> RequestOutcome {
-    let vectors = match permit.call(args.embedder.as_ref(), &request.texts()).await {
+    let vectors = match permit
+        .call(
+            args.embedder.as_ref(),
+            &request.texts(),
+            InputKind::Document,
+        )
+        .await
+    {
         Ok(embedded) => embedded.vectors,
         Err(e) => return RequestOutcome::Provider(e),
     };

@@ -11,10 +11,11 @@
 //! [`RateLimitedEmbedder`], so a search obeys the same budget and opens the same circuit.
 
 use super::address::{Address, Unreachable};
+use crate::gate::PipelineGate;
 use crate::limiter::{
     CallOutcome, CircuitChange, ConcurrencyController, LimiterStatus, OutageCircuit,
 };
-use crate::providers::{Embedded, Embedder, ProviderError};
+use crate::providers::{Embedded, Embedder, InputKind, ProviderError};
 use crate::queue::RateBudget;
 use crate::retry::Backoff;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -39,6 +40,7 @@ pub enum RateLimiterMsg {
 /// call's outcome; dropping an unused permit releases it as [`CallOutcome::Unused`].
 pub struct Permit {
     limiter: ActorRef<RateLimiterMsg>,
+    gate: PipelineGate,
     tokens: u64,
     released: bool,
 }
@@ -60,6 +62,7 @@ impl Permit {
         mut self,
         embedder: &dyn Embedder,
         inputs: &[String],
+        kind: InputKind,
     ) -> Result<Embedded, ProviderError> {
         let span = tracing::debug_span!(
             "provider.embed",
@@ -67,13 +70,20 @@ impl Permit {
             tokens = self.tokens
         );
         let started = Instant::now();
-        let result = embedder.embed(inputs).instrument(span).await;
+        let result = embedder.embed(inputs, kind).instrument(span).await;
         let outcome = CallOutcome::of(&result);
         metrics::counter!("embedq_api_requests_total", "outcome" => outcome.label()).increment(1);
         metrics::histogram!("embedq_api_request_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         if result.is_ok() {
             metrics::counter!("embedq_tokens_total").increment(self.tokens);
+        }
+        // An unusable provider closes the gate before the permit goes back, so the permit it
+        // frees cannot carry another request to it.
+        if let Err(ProviderError::Fatal { reason }) = &result
+            && self.gate.close_for_provider(reason)
+        {
+            tracing::error!(%reason, "the provider is unusable; intake pauses until an operator resumes it");
         }
         self.released = true;
         let _ = self.limiter.cast(RateLimiterMsg::Release(outcome));
@@ -126,17 +136,20 @@ impl RateLimitedEmbedder {
     pub async fn embed(
         &self,
         inputs: &[String],
+        kind: InputKind,
         wait: Option<Duration>,
     ) -> Result<Result<Embedded, ProviderError>, NoPermit> {
         let tokens: usize = inputs.iter().map(|i| self.embedder.count_tokens(i)).sum();
         let permit = self.acquire(tokens.max(1) as u64, wait).await?;
-        Ok(permit.call(self.embedder.as_ref(), inputs).await)
+        Ok(permit.call(self.embedder.as_ref(), inputs, kind).await)
     }
 }
 
 #[derive(Clone)]
 pub struct RateLimiterArgs {
     pub budget: RateBudget,
+    /// Closed by a permit whose call found the provider unusable.
+    pub gate: PipelineGate,
     pub min_concurrency: usize,
     pub max_concurrency: usize,
     pub status: LimiterStatus,
@@ -184,6 +197,7 @@ impl RateLimiter {
                     state.in_flight += 1;
                     let permit = Permit {
                         limiter: myself.clone(),
+                        gate: state.args.gate.clone(),
                         tokens,
                         released: false,
                     };

@@ -144,7 +144,11 @@ pub(crate) mod tests {
                 .collect::<Vec<_>>()
                 .join(" ")
         }
-        async fn embed(&self, _inputs: &[String]) -> Result<Embedded, ProviderError> {
+        async fn embed(
+            &self,
+            _inputs: &[String],
+            _kind: crate::providers::InputKind,
+        ) -> Result<Embedded, ProviderError> {
             unreachable!("classify never embeds")
         }
     }

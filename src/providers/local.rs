@@ -36,7 +36,7 @@
 //! [`LocalEmbedder::load`] logs both figures.
 
 use super::model_files::{self, CONFIG_FILE, FETCH_COMMAND, MODEL_FILE, TOKENIZER_FILE};
-use super::{Embedded, Embedder, ProviderError, RateLimitHints, RequestLimits};
+use super::{Embedded, Embedder, InputKind, ProviderError, RateLimitHints, RequestLimits};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
@@ -298,7 +298,7 @@ impl Embedder for LocalEmbedder {
         text[..end].to_string()
     }
 
-    async fn embed(&self, inputs: &[String]) -> Result<Embedded, ProviderError> {
+    async fn embed(&self, inputs: &[String], _kind: InputKind) -> Result<Embedded, ProviderError> {
         if inputs.is_empty() {
             return Ok(Embedded {
                 vectors: Vec::new(),

@@ -19,6 +19,14 @@ pub use tokens::TokenCounter;
 
 use std::time::Duration;
 
+/// What the inputs of a request are: stored items, or a search query. Asymmetric models embed
+/// them differently (`embedding.input_types`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Document,
+    Query,
+}
+
 /// Vectors for a request's inputs, in input order, and what the provider said of its budget.
 #[derive(Debug, Clone)]
 pub struct Embedded {
@@ -85,12 +93,12 @@ pub trait Embedder: Send + Sync + 'static {
     /// What one request may hold.
     fn limits(&self) -> RequestLimits;
 
-    /// Tokens of `text` as the provider counts them.
+    /// Tokens of the document `text` as the provider counts them (with any document prefix).
     fn count_tokens(&self, text: &str) -> usize;
 
-    /// The first `max_tokens` tokens of `text`.
+    /// The longest start of the document `text` that counts at most `max_tokens` tokens.
     fn truncate(&self, text: &str, max_tokens: usize) -> String;
 
-    /// Embeds `inputs` (already packed within [`Embedder::limits`]).
-    async fn embed(&self, inputs: &[String]) -> Result<Embedded, ProviderError>;
+    /// Embeds `inputs` (already packed within [`Embedder::limits`]) as `kind`.
+    async fn embed(&self, inputs: &[String], kind: InputKind) -> Result<Embedded, ProviderError>;
 }

@@ -8,8 +8,12 @@
 //! the setting to change.
 
 use super::rate_limit_headers::{parse_retry_after, should_retry};
-use super::{Embedded, Embedder, ProviderError, RateLimitHints, RequestLimits, TokenCounter};
-use crate::config::{DimensionsParameter, EmbeddingSettings, Secret};
+use super::{
+    Embedded, Embedder, InputKind, ProviderError, RateLimitHints, RequestLimits, TokenCounter,
+};
+use crate::config::{
+    DimensionsParameter, EmbeddingSettings, InputTypes, Provider, ProviderAuth, Secret,
+};
 use base64::Engine;
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -19,6 +23,10 @@ pub struct OpenAiEmbedder {
     http: reqwest::Client,
     url: String,
     api_key: Option<Secret>,
+    auth: ProviderAuth,
+    /// Azure routes by deployment; the body names no model.
+    model_in_body: bool,
+    input_types: InputTypes,
     model: String,
     dimension: usize,
     /// The `dimensions` parameter sent with every request, if any.
@@ -112,10 +120,30 @@ impl OpenAiEmbedder {
             .map_err(|e| ProviderError::Fatal {
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
+        let base = settings.base_url.trim_end_matches('/');
+        let azure = settings.provider == Provider::AzureOpenai;
+        let url = if azure {
+            format!(
+                "{base}/openai/deployments/{}/embeddings?api-version={}",
+                settings.azure_deployment, settings.azure_api_version
+            )
+        } else {
+            format!("{base}/embeddings")
+        };
+        let auth = match settings.auth {
+            ProviderAuth::Auto if azure => ProviderAuth::ApiKey,
+            ProviderAuth::Auto => ProviderAuth::Bearer,
+            chosen => chosen,
+        };
+        let tokens = TokenCounter::new(settings.tokenizer);
+        let input_types = settings.input_types.clone();
         Ok(Self {
             http,
-            url: format!("{}/embeddings", settings.base_url.trim_end_matches('/')),
+            url,
             api_key,
+            auth,
+            model_in_body: !azure,
+            input_types,
             model: settings.model.clone(),
             dimension: settings.dimension,
             dimensions: dimensions_to_send(
@@ -128,7 +156,7 @@ impl OpenAiEmbedder {
                 max_tokens_per_input: settings.max_tokens_per_input,
                 max_tokens_per_request: settings.max_tokens_per_request,
             },
-            tokens: TokenCounter::new(settings.tokenizer),
+            tokens,
         })
     }
 
@@ -321,25 +349,60 @@ impl Embedder for OpenAiEmbedder {
     }
 
     fn count_tokens(&self, text: &str) -> usize {
-        self.tokens.count(text)
+        let prefix = &self.input_types.document_prefix;
+        if prefix.is_empty() {
+            self.tokens.count(text)
+        } else {
+            // Counted together: the prefix's last space merges with the text's first word.
+            self.tokens.count(&format!("{prefix}{text}"))
+        }
     }
 
     fn truncate(&self, text: &str, max_tokens: usize) -> String {
-        self.tokens.truncate(text, max_tokens)
+        let prefix = &self.input_types.document_prefix;
+        if prefix.is_empty() {
+            return self.tokens.truncate(text, max_tokens);
+        }
+        let cut = self.tokens.truncate(&format!("{prefix}{text}"), max_tokens);
+        match cut.strip_prefix(prefix.as_str()) {
+            Some(rest) => rest.to_owned(),
+            None => String::new(),
+        }
     }
 
-    async fn embed(&self, inputs: &[String]) -> Result<Embedded, ProviderError> {
+    async fn embed(&self, inputs: &[String], kind: InputKind) -> Result<Embedded, ProviderError> {
+        let types = &self.input_types;
+        let (prefix, input_type) = match kind {
+            InputKind::Document => (&types.document_prefix, &types.document),
+            InputKind::Query => (&types.query_prefix, &types.query),
+        };
+        let input: Vec<String> = if prefix.is_empty() {
+            inputs.to_vec()
+        } else {
+            inputs
+                .iter()
+                .map(|text| format!("{prefix}{text}"))
+                .collect()
+        };
         let mut body = serde_json::json!({
-            "model": self.model,
-            "input": inputs,
+            "input": input,
             "encoding_format": "base64",
         });
+        if self.model_in_body {
+            body["model"] = self.model.clone().into();
+        }
         if let Some(dimensions) = self.dimensions {
             body["dimensions"] = dimensions.into();
         }
+        if !types.field.is_empty() && !input_type.is_empty() {
+            body[types.field.as_str()] = input_type.clone().into();
+        }
         let mut request = self.http.post(&self.url).json(&body);
         if let Some(key) = &self.api_key {
-            request = request.bearer_auth(key.expose());
+            request = match self.auth {
+                ProviderAuth::ApiKey => request.header("api-key", key.expose()),
+                ProviderAuth::Bearer | ProviderAuth::Auto => request.bearer_auth(key.expose()),
+            };
         }
         let response = request.send().await.map_err(|e| transport_error(&e))?;
         let status = response.status();

@@ -9,7 +9,9 @@
 //!
 //! A [`MockScript`] adds what a test needs to provoke: latency, request/token rate limits over
 //! a sliding 60 s window, a storm of 429s, an exhausted quota, and seeded random faults (5xx,
-//! hangs, broken 200 bodies). The script can be swapped while the server runs, and the
+//! hangs, broken 200 bodies), the profiles of other providers (Azure OpenAI's deployment route,
+//! `api-version` and `api-key`; a server that ignores `dimensions`), and records each request's
+//! `input_type`. The script can be swapped while the server runs, and the
 //! [`Audit`] records what was asked and what was returned, so tests can check for duplicate
 //! work, rate compliance and concurrency. Returned vectors are deterministic
 //! ([`MockProvider::vector_for`]), so stored points can be checked exactly.
@@ -19,7 +21,7 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
@@ -60,8 +62,12 @@ pub struct MockScript {
     pub ignores_dimensions: bool,
     /// Added to every response (a hang waits `hang_for` instead).
     pub latency: Duration,
-    /// When set, `Authorization: Bearer <key>` must match, else 401.
+    /// When set, `Authorization: Bearer <key>` must match, else 401 (in Azure mode, the
+    /// `api-key` header).
     pub api_key: Option<String>,
+    /// Azure OpenAI mode: `POST /openai/deployments/{deployment}/embeddings?api-version=…`
+    /// with this deployment and API version, the key in `api-key`; the body's model optional.
+    pub azure: Option<AzureMode>,
     /// Requests admitted per sliding 60 s window, across all callers; over it -> 429.
     pub requests_per_minute: Option<u32>,
     /// Tokens admitted per sliding 60 s window, across all callers; over it -> 429.
@@ -88,6 +94,22 @@ pub struct MockScript {
     pub seed: u64,
 }
 
+/// What an Azure OpenAI resource serves.
+#[derive(Clone, Debug)]
+pub struct AzureMode {
+    pub deployment: String,
+    pub api_version: String,
+}
+
+/// Which route a request came by.
+enum Route {
+    OpenAi,
+    Azure {
+        deployment: String,
+        api_version: Option<String>,
+    },
+}
+
 impl Default for MockScript {
     fn default() -> Self {
         Self {
@@ -95,6 +117,7 @@ impl Default for MockScript {
             ignores_dimensions: false,
             latency: Duration::ZERO,
             api_key: None,
+            azure: None,
             requests_per_minute: None,
             tokens_per_minute: None,
             retry_after_on_429: true,
@@ -134,8 +157,10 @@ pub struct Audit {
     pub request_times_ms: Vec<u64>,
     /// Most requests in flight at once.
     pub max_concurrent: u32,
-    /// Models named by valid requests.
+    /// Models named by valid requests (an Azure request without one: its deployment).
     pub models: BTreeSet<String>,
+    /// Valid requests by their `input_type` field ("" when absent).
+    pub input_types: BTreeMap<String, u64>,
 }
 
 impl Audit {
@@ -175,6 +200,10 @@ impl MockProvider {
         let shared = Arc::new(Shared::new(script, stopped.clone()));
         let app = Router::new()
             .route("/v1/embeddings", post(embeddings))
+            .route(
+                "/openai/deployments/{deployment}/embeddings",
+                post(azure_embeddings),
+            )
             .layer(DefaultBodyLimit::disable())
             .with_state(shared.clone());
         tokio::spawn(async move {
@@ -268,9 +297,27 @@ async fn embeddings(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    answer(shared, Route::OpenAi, headers, body).await
+}
+
+async fn azure_embeddings(
+    State(shared): State<Arc<Shared>>,
+    Path(deployment): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let route = Route::Azure {
+        deployment,
+        api_version: query.get("api-version").cloned(),
+    };
+    answer(shared, route, headers, body).await
+}
+
+async fn answer(shared: Arc<Shared>, route: Route, headers: HeaderMap, body: Bytes) -> Response {
     let arrived = Instant::now();
     let _in_flight = shared.arrive();
-    let decision = shared.decide(&headers, &body);
+    let decision = shared.decide(&route, &headers, &body);
     shared.pause(decision.delay).await;
     if let Reply::Embeddings(request) = &decision.reply {
         shared.hold_if_asked(request).await;
@@ -370,11 +417,17 @@ impl Shared {
         InFlight(&self.in_flight)
     }
 
-    fn decide(&self, headers: &HeaderMap, body: &[u8]) -> Decision {
+    fn decide(&self, route: &Route, headers: &HeaderMap, body: &[u8]) -> Decision {
         let script = lock(&self.control).script.clone();
-        match validate(&script, headers, body) {
+        match validate(&script, route, headers, body) {
             Ok(request) => {
-                lock(&self.audit).models.insert(request.model.clone());
+                let mut audit = lock(&self.audit);
+                audit.models.insert(request.model.clone());
+                *audit
+                    .input_types
+                    .entry(request.input_type.clone())
+                    .or_default() += 1;
+                drop(audit);
                 lock(&self.control).dispatch(request, Instant::now())
             }
             Err(error) => Decision {
@@ -693,6 +746,8 @@ enum Encoding {
 /// A valid request.
 struct EmbeddingRequest {
     model: String,
+    /// The `input_type` field, "" when absent.
+    input_type: String,
     inputs: Vec<String>,
     tokens: Vec<u64>,
     encoding: Encoding,
@@ -708,16 +763,81 @@ impl EmbeddingRequest {
 /// Auth, quota, then the request itself: what OpenAI checks before rate limits.
 fn validate(
     script: &MockScript,
+    route: &Route,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<EmbeddingRequest, ApiError> {
-    check_api_key(script, headers)?;
+    let azure_deployment = check_route(script, route)?;
+    match azure_deployment {
+        Some(_) => check_azure_key(script, headers)?,
+        None => check_api_key(script, headers)?,
+    }
     if script.insufficient_quota {
         return Err(ApiError::insufficient_quota());
     }
-    let mut request = parse_request(script, body)?;
+    let mut request = parse_request(script, body, azure_deployment)?;
     request.tokens = count_tokens(script, &request.inputs)?;
     Ok(request)
+}
+
+/// The Azure deployment a request came for (`None` on the OpenAI route), or Azure's errors: an
+/// unknown deployment (404), a missing or unsupported `api-version` (400/404).
+fn check_route<'a>(script: &MockScript, route: &'a Route) -> Result<Option<&'a str>, ApiError> {
+    match (route, &script.azure) {
+        (Route::OpenAi, _) => Ok(None),
+        (Route::Azure { .. }, None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "Resource not found",
+        )),
+        (
+            Route::Azure {
+                deployment,
+                api_version,
+            },
+            Some(azure),
+        ) => {
+            let Some(version) = api_version else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "Missing required query parameter 'api-version'",
+                ));
+            };
+            if *version != azure.api_version {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    format!("Unsupported api-version {version}"),
+                ));
+            }
+            if *deployment != azure.deployment {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "invalid_request_error",
+                    "The API deployment for this resource does not exist.",
+                )
+                .code("DeploymentNotFound"));
+            }
+            Ok(Some(deployment.as_str()))
+        }
+    }
+}
+
+/// Azure's keys come in `api-key` (a bearer token there is an Entra ID token: refused here).
+fn check_azure_key(script: &MockScript, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &script.api_key else {
+        return Ok(());
+    };
+    match headers.get("api-key").and_then(|v| v.to_str().ok()) {
+        Some(key) if key == expected => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "Access denied due to invalid subscription key or wrong API endpoint.",
+        )
+        .code("401")),
+    }
 }
 
 fn check_api_key(script: &MockScript, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -736,13 +856,26 @@ fn check_api_key(script: &MockScript, headers: &HeaderMap) -> Result<(), ApiErro
     }
 }
 
-fn parse_request(script: &MockScript, body: &[u8]) -> Result<EmbeddingRequest, ApiError> {
+fn parse_request(
+    script: &MockScript,
+    body: &[u8],
+    azure_deployment: Option<&str>,
+) -> Result<EmbeddingRequest, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|_| ApiError::invalid_json())?;
     let Value::Object(fields) = value else {
         return Err(ApiError::invalid_json());
     };
+    let model = match (azure_deployment, fields.get("model")) {
+        (Some(deployment), None) => deployment.to_owned(),
+        _ => parse_model(&fields)?,
+    };
     Ok(EmbeddingRequest {
-        model: parse_model(&fields)?,
+        model,
+        input_type: fields
+            .get("input_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         inputs: parse_inputs(&fields, script)?,
         tokens: Vec::new(),
         encoding: parse_encoding(&fields)?,

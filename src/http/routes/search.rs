@@ -8,7 +8,7 @@ use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::http::responses::{BadRequest, Internal, TooLarge, Unauthorized, UnsupportedMediaType};
 use crate::http::{ApiError, AppState};
-use crate::providers::ProviderError;
+use crate::providers::{InputKind, ProviderError};
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -125,7 +125,11 @@ pub async fn search(
 
     let embedder = &app.pipeline.embedder;
     let embedded = match embedder
-        .embed(std::slice::from_ref(&body.query), Some(PERMIT_WAIT))
+        .embed(
+            std::slice::from_ref(&body.query),
+            InputKind::Query,
+            Some(PERMIT_WAIT),
+        )
         .await
     {
         Err(_) => {
