@@ -1,0 +1,382 @@
+"""The asynchronous client, :class:`AsyncClient`: the methods of :class:`~embedq.Client`, as
+coroutines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from . import _operations as ops
+from ._config import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BODY_BYTES, Settings
+from ._transport import (
+    check_wait,
+    connection_error,
+    is_transient,
+    job_id_of,
+    progress_key,
+    request_arguments,
+)
+from .errors import EmbedqError, JobTimeoutError, NotFoundError, error_from_response
+from .models import (
+    DeadLetterList,
+    DeleteAnswer,
+    Estimate,
+    Health,
+    IntakeAnswer,
+    Item,
+    ItemRecord,
+    JobAccepted,
+    JobKind,
+    JobList,
+    JobScope,
+    JobView,
+    Readiness,
+    RequeueAnswer,
+    SearchAnswer,
+    SearchFilter,
+    UpsertCounts,
+)
+from .results import DeleteResult
+from .retry import RetryPolicy
+
+__all__ = ["AsyncClient"]
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """An asynchronous client of one embedq daemon (asyncio).
+
+    Args:
+        base_url: the daemon's URL; default ``$EMBEDQ_URL``, else ``http://127.0.0.1:8080``.
+        token: the admin token, sent as ``Authorization: Bearer``; default
+            ``$EMBEDQ_ADMIN_TOKEN``. An empty string sends none.
+        timeout: seconds per request (or an ``httpx.Timeout``); default 5 s to connect and
+            30 s to read or write.
+        retry: retries of safe requests (see :mod:`embedq.retry`); default 3 retries with
+            backoff from 0.2 s up to 5 s.
+        batch_size: items per upsert request, at most the daemon's 1,000.
+        max_body_bytes: the daemon's ``server.max_body_bytes``; upsert batches stay under it.
+        http_client: an ``httpx.AsyncClient`` to send with (its own settings apply, the client's
+            URL, headers and timeout are given per request); closed by :meth:`close` only if
+            the client made it.
+
+    Use it as an async context manager, or await :meth:`aclose`, to release its connections.
+
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._settings = Settings.resolve(base_url, token, timeout, batch_size, max_body_bytes)
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient()
+
+    @property
+    def base_url(self) -> str:
+        """The daemon's URL."""
+        return self._settings.base_url
+
+    async def aclose(self) -> None:
+        """Closes the connections (of an ``http_client`` only if the client made it)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.base_url!r})"
+
+    async def _send(self, call: ops.Call[T]) -> T:
+        """Sends a call, retrying it while that is safe and useful."""
+        arguments = request_arguments(self._settings, call)
+        retry = 0
+        while True:
+            error: EmbedqError
+            try:
+                response = await self._http.request(**arguments)
+            except httpx.TransportError as e:
+                error = connection_error(e, call.method, arguments["url"])
+                if not is_transient(e) or not self._retry.should_retry(call.safe, retry, error):
+                    raise error from e
+            else:
+                if response.status_code in call.ok:
+                    return call.parse(response)
+                error = error_from_response(response)
+                if not self._retry.should_retry(call.safe, retry, error):
+                    raise error
+            await asyncio.sleep(self._retry.delay(retry, error))
+            retry += 1
+
+    # --- items ---------------------------------------------------------------------------
+
+    async def upsert_items(
+        self,
+        context_id: str,
+        items: Iterable[Item | Mapping[str, Any]] = (),
+        *,
+        delete: Iterable[str] = (),
+    ) -> UpsertCounts:
+        """Upserts items (``{"id", "content"}`` mappings, optionally with ``"metadata"``, or
+        :class:`Item`) into a context, created when new, and deletes the ``delete`` ids of
+        that context; in batches under the daemon's limits; returns the summed counts.
+
+        Changed content makes an item PENDING (a job embeds it); changed metadata alone is
+        written into the stored vector's payload and counted ``metadata_changed`` (nothing to
+        embed); unchanged content and metadata leave the item as it is. An item without
+        ``metadata`` keeps the metadata it has; ``{}`` clears it. Deleted items leave SQL and
+        the vector store at once (search forgets them); ids that are not items are counted
+        ``not_found``, and an id of another context raises :class:`~embedq.ConflictError`.
+
+        What fits in one request (at most ``batch_size`` items and ``batch_size`` ids, under
+        ``max_body_bytes``) is one transaction. Nothing to send sends nothing. An id given
+        twice, or both upserted and deleted, raises ``ValueError`` before anything is sent.
+        If a batch fails after others were stored, the error's ``partial_counts`` holds what
+        was stored; sending everything again is safe.
+        """
+        normalised = ops.normalise_items(items)
+        deletes = ops.normalise_deletes(delete, normalised)
+        ops.segment(context_id, "context_id")
+        total = UpsertCounts.zero()
+        settings = self._settings
+        for batch in ops.batches(normalised, settings.batch_size, settings.max_body_bytes, deletes):
+            try:
+                total = total + await self._send(ops.upsert_batch(context_id, batch))
+            except EmbedqError as e:
+                if total.total or total.total_deletes:  # a batch was stored
+                    e.partial_counts = total
+                raise
+        return total
+
+    async def get_item(self, item_id: str) -> ItemRecord:
+        """An item's status, attempts, last error, content hash, embedded model, version and
+        metadata. Raises :class:`~embedq.NotFoundError` for an unknown item.
+        """
+        return await self._send(ops.get_item(item_id))
+
+    async def delete_item(self, item_id: str) -> DeleteAnswer:
+        """Deletes one item (``DELETE /v1/items/{id}``): its record and vector go at once, an
+        embedding in flight for it is dropped, and a job still holding it counts it
+        ``deleted``. Raises :class:`~embedq.NotFoundError` for an unknown item (also when a
+        retry follows a first attempt whose answer was lost).
+        """
+        return await self._send(ops.delete_item(item_id))
+
+    async def delete_items(self, item_ids: Iterable[str]) -> DeleteResult:
+        """Deletes items of any context, one ``DELETE /v1/items/{id}`` each; ids embedq does
+        not know are reported as missing, not raised. For many items of one context,
+        ``upsert_items(context_id, delete=ids)`` deletes up to ``batch_size`` per request.
+        """
+        deleted: list[str] = []
+        missing: list[str] = []
+        jobs_finished = 0
+        for item_id in item_ids:
+            try:
+                answer = await self._send(ops.delete_item(item_id))
+            except NotFoundError:
+                missing.append(item_id)
+            else:
+                deleted.append(item_id)
+                jobs_finished += answer.jobs_finished
+        return DeleteResult(
+            deleted=tuple(deleted), missing=tuple(missing), jobs_finished=jobs_finished
+        )
+
+    async def delete_context(self, context_id: str) -> DeleteAnswer:
+        """Deletes a context with all its items (``DELETE /v1/contexts/{id}``); a job over
+        them ends once nothing of it is left to do. Raises :class:`~embedq.NotFoundError` for
+        an unknown context.
+        """
+        return await self._send(ops.delete_context(context_id))
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def create_job(
+        self,
+        scope: JobScope | Mapping[str, Any] | str | None,
+        *,
+        kind: str | None = None,
+        idempotency_key: str | None = None,
+        **extra_fields: Any,
+    ) -> JobAccepted:
+        """Creates a job over a scope (see :func:`~embedq.scope_context` and the other
+        helpers; ``"all"``, ``"failed"`` and ``"stale_model"`` may be given by name). Answers
+        in milliseconds whatever the scope's size; poll it with :meth:`get_job` or
+        :meth:`wait_for_job`.
+
+        ``kind`` is one of :class:`~embedq.JobKind`: ``"embed"`` (the daemon's default, which
+        needs a scope: ``ValueError`` without one) or ``"reconcile"`` (scope ``None`` or
+        :func:`~embedq.scope_all`; see :meth:`create_reconcile_job`).
+
+        With an ``idempotency_key`` the same key returns the same job (``created`` false),
+        and the request is retried on 503 and connection errors; without one it is never
+        retried, since a lost answer could otherwise make two jobs. ``extra_fields`` are
+        sent in the body as they are (job options newer daemons take).
+        """
+        return await self._send(ops.create_job(scope, kind, idempotency_key, extra_fields))
+
+    async def create_reconcile_job(self, *, idempotency_key: str | None = None) -> JobAccepted:
+        """Creates a reconcile job (``{"kind": "reconcile"}``): it compares SQL with the
+        vector store page by page, deletes points without an item, refreshes payloads that
+        hold an older version or other metadata, and embeds again the COMPLETED items whose
+        point is missing or stale (its counters count those). What it found is the finished
+        job's :attr:`~embedq.JobView.findings`. ``idempotency_key`` as for :meth:`create_job`.
+        """
+        return await self._send(ops.create_job(None, JobKind.RECONCILE.value, idempotency_key, {}))
+
+    async def estimate_job(self, scope: JobScope | Mapping[str, Any] | str) -> Estimate:
+        """What an embed job over ``scope`` would cost (``POST /v1/jobs?dry_run=true``):
+        items to embed and already up to date, tokens as the provider counts them, requests,
+        cost and time at the daemon's quota. Makes nothing and calls no provider, so it is
+        retried like a read. Raises :class:`~embedq.NotFoundError` for an unknown context or
+        items, as :meth:`create_job` would.
+        """
+        return await self._send(ops.estimate_job(scope))
+
+    async def get_job(self, job: str | JobAccepted | JobView) -> JobView:
+        """A job's state and counters."""
+        return await self._send(ops.get_job(job_id_of(job)))
+
+    async def list_jobs(
+        self, state: str | None = None, before: str | None = None, limit: int | None = None
+    ) -> JobList:
+        """One page of jobs, newest first, optionally in one state (:class:`~embedq.JobState`);
+        pass the page's ``next_before`` as ``before`` for the next one. ``limit`` is 1 to
+        200 (the daemon's default 50).
+        """
+        return await self._send(ops.list_jobs(state, before, limit))
+
+    async def cancel_job(self, job: str | JobAccepted | JobView) -> JobView:
+        """Cancels a job: its queued work is dropped, work in flight is finished and counted.
+        Raises :class:`~embedq.ConflictError` if the job has already ended.
+        """
+        return await self._send(ops.cancel_job(job_id_of(job)))
+
+    async def wait_for_job(
+        self,
+        job: str | JobAccepted | JobView,
+        timeout: float = 300.0,
+        poll_interval: float = 0.5,
+        on_progress: Callable[[JobView], object] | None = None,
+    ) -> JobView:
+        """Polls a job until it is COMPLETED, FAILED or CANCELLED and returns it (check its
+        ``state``: a FAILED job is returned, not raised).
+
+        ``on_progress`` is called with the job each time its state or counters change
+        (first with the state it is in); it may be a coroutine function. Raises
+        :class:`~embedq.JobTimeoutError` (with the last state seen) when ``timeout`` seconds
+        pass first; the job goes on in the daemon.
+        """
+        check_wait(timeout, poll_interval)
+        job_id = job_id_of(job)
+        deadline = time.monotonic() + timeout
+        last: tuple[Any, ...] | None = None
+        while True:
+            view = await self.get_job(job_id)
+            key = progress_key(view)
+            if on_progress is not None and key != last:
+                reported = on_progress(view)
+                if inspect.isawaitable(reported):
+                    await reported
+            last = key
+            if view.is_final:
+                return view
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise JobTimeoutError(view, timeout)
+            await asyncio.sleep(min(poll_interval, remaining))
+
+    # --- dead letters --------------------------------------------------------------------
+
+    async def dead_letters(
+        self, before: str | None = None, limit: int | None = None
+    ) -> DeadLetterList:
+        """One page of dead letters, newest first, with the total; ``limit`` is 1 to 500
+        (the daemon's default 50). A job's dead letters appear a moment after it ends FAILED
+        (the daemon commits the outcomes first, then writes the dead letters to Redis).
+        """
+        return await self._send(ops.dead_letters(before, limit))
+
+    async def requeue_dead_letters(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        job_id: str | None = None,
+        all: bool = False,
+    ) -> RequeueAnswer:
+        """Gives the items of some dead letters fresh attempts in new jobs and removes those
+        dead letters: exactly one of ``ids`` (dead-letter ids), ``job_id`` (every item dead
+        letter of a job) or ``all=True``. Never retried (each call makes new jobs).
+        """
+        return await self._send(ops.requeue_dead_letters(ids, job_id, all))
+
+    async def delete_dead_letter(self, dead_letter_id: str) -> None:
+        """Removes one dead letter. Raises :class:`~embedq.NotFoundError` if there is none
+        with that id.
+        """
+        await self._send(ops.delete_dead_letter(dead_letter_id))
+
+    # --- search, control, health ---------------------------------------------------------
+
+    async def search(
+        self,
+        context_id: str,
+        query: str,
+        k: int = 5,
+        *,
+        filter: SearchFilter | None = None,
+    ) -> SearchAnswer:
+        """The ``k`` (1 to 100) items of a context nearest to ``query``, nearest first, with
+        their scores, content and metadata, and the model that answered.
+
+        ``filter`` keeps only items whose metadata matches: ``{"tenant": "acme"}``, or
+        ``{"year": [2024, 2025]}`` for any of several values; every key must match (see
+        :data:`~embedq.models.SearchFilter`). Raises :class:`~embedq.NotFoundError` for an
+        unknown context and :class:`~embedq.BadRequestError` for a bad query, ``k`` or filter.
+        """
+        return await self._send(ops.search(context_id, query, k, filter))
+
+    async def pause(self) -> IntakeAnswer:
+        """Pauses intake: no new jobs or tasks are taken until :meth:`resume`; work in flight
+        finishes.
+        """
+        return await self._send(ops.pause())
+
+    async def resume(self) -> IntakeAnswer:
+        """Resumes intake (also after a pause caused by a bad key or an exhausted quota)."""
+        return await self._send(ops.resume())
+
+    async def ready(self) -> Readiness:
+        """Readiness (``GET /readyz``): ``ready`` and each backend's check. A daemon that is
+        not ready answers too (with the failing checks' errors); nothing is raised for it.
+        """
+        return await self._send(ops.ready())
+
+    async def health(self) -> Health:
+        """Liveness (``GET /healthz``)."""
+        return await self._send(ops.health())
