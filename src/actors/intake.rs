@@ -249,7 +249,7 @@ where
         myself: ActorRef<Self::Msg>,
         args: IntakeArgs<D>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let consumer = StreamConsumer::new(
+        let mut consumer = StreamConsumer::new(
             args.conn.clone(),
             args.stream.clone(),
             args.group.clone(),
@@ -257,6 +257,11 @@ where
             args.block,
             args.visibility_timeout,
         );
+        // The group is made before the first read, so a first start reads quietly; a Redis
+        // that is down now is reported by the reads, which make the group when it is back.
+        if let Err(e) = consumer.ensure_group().await {
+            tracing::debug!(error = %e, "could not make the consumer group yet");
+        }
         let keep_alive = myself.send_interval(keep_alive_period(args.visibility_timeout), || {
             IntakeMsg::KeepAlive
         });

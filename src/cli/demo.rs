@@ -1,8 +1,9 @@
-//! `embedq demo`: the embedded default end to end on one machine with only Redis running. It
-//! fetches the local model if missing, starts the pipeline in this process (SQLite and
-//! qdrant-edge under `./data`, the local model, Redis on localhost), ingests the sample corpus
-//! shipped in the repository, runs a job with a progress bar, then answers a few semantic
-//! queries and prints the nearest passages with their scores.
+//! `embedq demo`: the embedded default end to end on one machine. It fetches the local model if
+//! missing, starts a Redis if none runs at the default address ([`super::local_redis`]), starts
+//! the pipeline in this process (SQLite and qdrant-edge under `./data`, the local model, Redis
+//! on localhost), ingests the sample corpus shipped in the repository, runs a job with a
+//! progress bar, then answers a few semantic queries and prints the nearest passages with
+//! their scores.
 
 use super::{AdminClient, ingest, jobs};
 use anyhow::Context;
@@ -39,9 +40,10 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     // A free port, so the demo runs beside a daemon already serving on 8080.
     settings.server.listen = "127.0.0.1:0".parse().expect("valid address");
     let threads = embedq::providers::local_model_threads(settings.embedding.threads);
+    let redis = super::local_redis::ensure(&settings.redis.url, Path::new("data/redis")).await?;
     let app = Application::build(settings.clone())
         .await
-        .context("starting the pipeline (is Redis running on 127.0.0.1:6379?)")?;
+        .context("starting the pipeline")?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let shutdown = app.shutdown();
     let server = tokio::spawn(app.run_until_stopped());
@@ -100,5 +102,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     }
     shutdown.trigger();
     let _ = server.await;
+    if redis.started() {
+        eprintln!("stopping the redis-server the demo started");
+    }
+    drop(redis);
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod demo;
 pub mod ingest;
 pub mod jobs;
+pub mod local_redis;
 
 pub use admin::AdminClient;
 
