@@ -21,7 +21,6 @@ use crate::embedding::{ComputedVector, NotStored};
 use crate::store::{CurrentItem, Store};
 use crate::vectors::{VectorError, VectorPoint, VectorStore};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The inputs whose vectors were not stored, and why; an `Err` is a failure of the whole write
@@ -150,13 +149,15 @@ impl VectorWriter {
                 .await
                 .map_err(database_unavailable)?;
             let mut points = Vec::with_capacity(pending.len());
-            let mut sources: HashMap<ItemId, ComputedVector> = HashMap::new();
+            // Beside `points`, one for one: a request may carry the same item twice (two jobs
+            // holding it), so they are matched by position, not by id.
+            let mut sources: Vec<ComputedVector> = Vec::with_capacity(pending.len());
             let mut gone = Vec::new();
             for computed in pending.drain(..) {
                 match Self::stamp(args, &computed, before.get(&computed.item_id)) {
                     Ok(point) => {
                         points.push(point);
-                        sources.insert(computed.item_id.clone(), computed);
+                        sources.push(computed);
                     }
                     Err(why) => {
                         if why == NotStored::Deleted {
@@ -192,21 +193,19 @@ impl VectorWriter {
                     .into_iter()
                     .map(|(id, reason)| (id, NotStored::Refused(reason))),
             );
-            let written: Vec<(ItemId, i64)> = written
+            let written: Vec<((ItemId, i64), ComputedVector)> = written
                 .into_iter()
-                .filter(|(id, _)| !refused_ids.contains(id))
+                .zip(sources)
+                .filter(|((id, _), _)| !refused_ids.contains(id))
                 .collect();
-            let ids: Vec<ItemId> = written.iter().map(|(id, _)| id.clone()).collect();
+            let ids: Vec<ItemId> = written.iter().map(|((id, _), _)| id.clone()).collect();
             let after = args
                 .store
                 .current_items(&ids)
                 .await
                 .map_err(database_unavailable)?;
             let mut removed = Vec::new();
-            for (id, version) in written {
-                let source = sources
-                    .remove(&id)
-                    .expect("every written point has its source");
+            for ((id, version), source) in written {
                 match after.get(&id) {
                     None => {
                         removed.push((id.clone(), version));
@@ -261,5 +260,64 @@ impl Actor for VectorWriter {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+    use crate::domain::{ContentHash, ContextId, ItemContent};
+    use crate::store::NewItem;
+
+    /// Two jobs holding one item can put it twice in one request: both vectors are written
+    /// (the same point), and the writer answers for both instead of panicking.
+    #[tokio::test]
+    async fn the_same_item_twice_in_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::defaults();
+        settings.database.url = format!("sqlite://{}", dir.path().join("t.db").display());
+        settings.vectors.path = dir.path().join("vectors").display().to_string();
+        let store = Store::connect(&settings.database).await.unwrap();
+        store.migrate().await.unwrap();
+        let vectors = crate::vectors::open(&settings.vectors, None).await.unwrap();
+        vectors.ensure_collection(4).await.unwrap();
+        let context = ContextId::parse("ctx").unwrap();
+        let id = ItemId::parse("twice").unwrap();
+        store
+            .upsert_items(
+                &context,
+                &[NewItem {
+                    id: id.clone(),
+                    content: ItemContent::parse("the text".into(), 100).unwrap(),
+                    metadata: None,
+                }],
+                &[],
+            )
+            .await
+            .unwrap();
+        let args = VectorWriterArgs {
+            vectors: vectors.clone(),
+            store,
+            model: "m".into(),
+            generation: 1,
+        };
+        let (writer, handle) = Actor::spawn(None, VectorWriter, args).await.unwrap();
+        let computed = ComputedVector {
+            item_id: id.clone(),
+            context_id: context,
+            content_hash: ContentHash::of("the text"),
+            vector: vec![0.5; 4],
+        };
+        let answer = ractor::call!(writer, |reply| VectorWriterMsg::Upsert {
+            vectors: vec![computed.clone(), computed],
+            reply,
+        })
+        .expect("the writer answers");
+        let not_stored = answer.expect("the write succeeds");
+        assert!(not_stored.is_empty(), "{not_stored:?}");
+        assert_eq!(vectors.count().await.unwrap(), 1);
+        writer.stop(None);
+        handle.await.unwrap();
     }
 }
