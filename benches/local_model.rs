@@ -1,54 +1,42 @@
-//! Throughput of the in-process provider (all-MiniLM-L6-v2 on candle): sentences per second
-//! for batches of 64 twenty-word sentences, with 1 inference thread and with all cores.
+//! The local model (all-MiniLM-L6-v2 on candle) against what this machine can do, printed
+//! (no assertions on time):
 //!
-//! `cargo bench --bench local_model` (release build). Needs the model files in
-//! `$EMBEDQ_MODEL_DIR` or `data/models/all-minilm-l6-v2` (`cargo run -- fetch-model`).
-//! Set `BENCH_BATCHES` to time more than the default 12 batches.
+//! 1. **The ceiling**: a plain f32 matmul of the model's feed-forward shape (8,192 × 384 by
+//!    384 × 1,536), through candle on a pool of the same size as the embedder's, in GFLOP/s.
+//! 2. **In-process**, four workers asking at once (as the pipeline's default four embedding
+//!    workers do, 64 inputs a request) through the inference lane, for the demo corpus and for
+//!    2,000 items of 400 characters: items/s, tokens/s, the GFLOP/s achieved — from the
+//!    model's dimensions (`config.json`) and the tokens the passes processed, attention
+//!    included — counted on the real tokens and on the padded ones, as a fraction of the
+//!    matmul's; and the process's peak RSS during the run.
+//! 3. **End to end**: the release `embedq serve` (the binary users run, default settings:
+//!    SQLite, qdrant-edge, the local model) embedding the same 2,000 items: items/s, the
+//!    daemon's CPU per item and its peak RSS. `EMBEDQ_BENCH_BINARY` points this part at another
+//!    build (an older commit's, for a before/after); `BENCH_SKIP_DAEMON=1` skips it.
+//!
+//! `cargo bench --bench local_model`. Needs the model files in `$EMBEDQ_MODEL_DIR` or
+//! `data/models/all-minilm-l6-v2` (`cargo run -- fetch-model`), and Redis for part 3.
 
-use embedq::providers::LocalEmbedder;
-use embedq::providers::model_files;
+#[path = "../tests/support/mod.rs"]
+#[allow(unused_imports, unused_macros)]
+mod support;
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::{cpu_ms, rss_mib};
+use embedq::providers::{LaneStats, LocalEmbedder, model_files};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::daemon::{Daemon, release_binary};
+use support::redis_url;
 
-const BATCH: usize = 64;
-const WORDS: usize = 20;
-const WARM_UP_BATCHES: usize = 2;
-const DEFAULT_BATCHES: usize = 12;
-
-const VOCABULARY: [&str; 32] = [
-    "the",
-    "queue",
-    "keeps",
-    "every",
-    "item",
-    "in",
-    "sync",
-    "with",
-    "its",
-    "vector",
-    "while",
-    "workers",
-    "retry",
-    "failed",
-    "requests",
-    "after",
-    "a",
-    "short",
-    "backoff",
-    "and",
-    "nothing",
-    "is",
-    "lost",
-    "when",
-    "redis",
-    "restarts",
-    "during",
-    "bulk",
-    "regeneration",
-    "of",
-    "large",
-    "contexts",
-];
+const WORKERS: usize = 4;
+const REQUEST: usize = 64;
+const LONG_ITEMS: usize = 2000;
+const LONG_CHARS: usize = 400;
 
 fn model_dir() -> PathBuf {
     match std::env::var_os("EMBEDQ_MODEL_DIR") {
@@ -57,49 +45,243 @@ fn model_dir() -> PathBuf {
     }
 }
 
-/// Batch `b`: 64 distinct sentences of 20 words each.
-fn batch(b: usize) -> Vec<String> {
-    (0..BATCH)
-        .map(|i| {
-            let seed = b * BATCH + i;
-            (0..WORDS)
-                .map(|w| VOCABULARY[(seed * 7 + w * 13 + seed / 3 * w) % VOCABULARY.len()])
-                .collect::<Vec<_>>()
-                .join(" ")
+/// The model's shape, from its `config.json`.
+struct Shape {
+    layers: f64,
+    hidden: f64,
+    intermediate: f64,
+}
+
+impl Shape {
+    fn read(dir: &Path) -> Shape {
+        let text = std::fs::read_to_string(dir.join("config.json")).expect("read config.json");
+        let c: Value = serde_json::from_str(&text).expect("parse config.json");
+        let get = |k: &str| {
+            c[k].as_f64()
+                .unwrap_or_else(|| panic!("config.json lacks {k}"))
+        };
+        Shape {
+            layers: get("num_hidden_layers"),
+            hidden: get("hidden_size"),
+            intermediate: get("intermediate_size"),
+        }
+    }
+
+    /// FLOPs of the encoder for `tokens` token positions and `pairs` query-key pairs (Σ rows ×
+    /// length², per head): per layer, Q, K, V and the output projection (4 · 2h² per token), the
+    /// feed-forward (2 · 2hi per token), and attention's QKᵀ and AV (2 · 2h per pair, the heads
+    /// together spanning h).
+    fn flops(&self, tokens: f64, pairs: f64) -> f64 {
+        let (h, i) = (self.hidden, self.intermediate);
+        self.layers * (tokens * (8.0 * h * h + 4.0 * h * i) + pairs * 4.0 * h)
+    }
+}
+
+fn demo_corpus() -> Vec<String> {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/corpus.jsonl"))
+            .expect("read demo/corpus.jsonl");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("a JSON line");
+            v["content"].as_str().expect("content").to_owned()
         })
         .collect()
 }
 
-fn run(dir: &Path, threads: usize, batches: usize) {
-    let started = Instant::now();
-    let embedder = match LocalEmbedder::load(dir, threads) {
-        Ok(embedder) => embedder,
-        Err(e) => panic!("cannot load the local model: {e}"),
-    };
-    let load = started.elapsed();
-    for b in 0..WARM_UP_BATCHES {
-        if let Err(e) = embedder.embed_blocking(&batch(b)) {
-            panic!("warm-up failed: {e}");
-        }
-    }
-    let inputs: Vec<Vec<String>> = (0..batches).map(|b| batch(WARM_UP_BATCHES + b)).collect();
-    let started = Instant::now();
-    for input in &inputs {
-        if let Err(e) = embedder.embed_blocking(input) {
-            panic!("embedding failed: {e}");
-        }
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let sentences = (batches * BATCH) as f64;
-    println!(
-        "local_model threads={threads} (using {used}): {rate:8.1} sentences/s, {per_batch:6.1} ms \
-         per batch of {BATCH} x {WORDS}-word sentences, {batches} batches after {WARM_UP_BATCHES} \
-         warm-up (load {load_ms:.0} ms)",
-        used = embedder.threads(),
-        rate = sentences / elapsed,
-        per_batch = elapsed * 1000.0 / batches as f64,
-        load_ms = load.as_secs_f64() * 1000.0,
+/// `n` distinct items of `chars` characters, English words drawn from the demo corpus.
+fn long_items(n: usize, chars: usize) -> Vec<String> {
+    let words: Vec<String> = demo_corpus()
+        .iter()
+        .flat_map(|t| t.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    (0..n)
+        .map(|i| {
+            let mut out = format!("item {i}:");
+            let mut k = i.wrapping_mul(7919);
+            while out.len() < chars {
+                out.push(' ');
+                out.push_str(&words[k % words.len()]);
+                k = k.wrapping_mul(31).wrapping_add(17);
+            }
+            let mut end = chars;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out
+        })
+        .collect()
+}
+
+/// GFLOP/s of a plain f32 matmul of the feed-forward's shape on a pool of `threads` threads:
+/// the best of several runs.
+fn matmul_gflops(threads: usize, shape: &Shape) -> f64 {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("a pool");
+    let (m, k, n) = (
+        8192usize,
+        shape.hidden as usize,
+        shape.intermediate as usize,
     );
+    let a = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).expect("a");
+    let b = Tensor::randn(0f32, 1.0, (k, n), &Device::Cpu).expect("b");
+    pool.install(|| {
+        let _ = a.matmul(&b).expect("warm-up");
+        (0..8)
+            .map(|_| {
+                let t = Instant::now();
+                let c = a.matmul(&b).expect("matmul");
+                let secs = t.elapsed().as_secs_f64();
+                drop(c);
+                2.0 * (m * k * n) as f64 / secs / 1e9
+            })
+            .fold(0.0, f64::max)
+    })
+}
+
+fn reset_peak_rss() {
+    // Writing 5 to clear_refs resets VmHWM (Linux 4.0+).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Four workers, 64 inputs a request, all asking at once.
+fn in_process(name: &str, embedder: &LocalEmbedder, items: &[String], shape: &Shape, ceiling: f64) {
+    let before: LaneStats = embedder.lane_stats();
+    reset_peak_rss();
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS {
+            s.spawn(|| {
+                loop {
+                    let start = next.fetch_add(REQUEST, Ordering::Relaxed);
+                    if start >= items.len() {
+                        return;
+                    }
+                    let chunk = &items[start..(start + REQUEST).min(items.len())];
+                    let vectors = embedder.embed_blocking(chunk).expect("embedding failed");
+                    assert_eq!(vectors.len(), chunk.len());
+                }
+            });
+        }
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let after = embedder.lane_stats();
+    let passes = after.passes - before.passes;
+    let tokens = (after.tokens - before.tokens) as f64;
+    let padded = (after.padded_tokens - before.padded_tokens) as f64;
+    let pairs = (after.attention_positions - before.attention_positions) as f64;
+    assert_eq!(
+        after.inputs - before.inputs,
+        items.len() as u64,
+        "every input embedded once"
+    );
+    // Useful work: the real tokens, and attention over real lengths only (Σ len²).
+    let real_pairs: f64 = items
+        .iter()
+        .map(|t| {
+            let n = embedder_len(embedder, t) as f64;
+            n * n
+        })
+        .sum();
+    let useful = shape.flops(tokens, real_pairs) / secs / 1e9;
+    let computed = shape.flops(padded, pairs) / secs / 1e9;
+    println!(
+        "[{name}] {} items in {secs:.2} s: {:.1} items/s, {:.0} tokens/s ({:.1} tokens/item, \
+         padding +{:.1}%, {passes} passes); {useful:.1} GFLOP/s useful ({:.0}% of the matmul), \
+         {computed:.1} GFLOP/s computed ({:.0}%); peak RSS {:.0} MiB",
+        items.len(),
+        items.len() as f64 / secs,
+        tokens / secs,
+        tokens / items.len() as f64,
+        (padded / tokens - 1.0) * 100.0,
+        useful / ceiling * 100.0,
+        computed / ceiling * 100.0,
+        rss_mib(std::process::id(), "VmHWM:"),
+    );
+}
+
+/// Tokens of `text` as a pass holds it: with `[CLS]` and `[SEP]`, at most 256.
+fn embedder_len(embedder: &LocalEmbedder, text: &str) -> usize {
+    use embedq::providers::Embedder;
+    (embedder.count_tokens(text) + 2).min(256)
+}
+
+/// The release daemon, default settings but for where it keeps its files, on `items`.
+fn end_to_end(items: &[String]) {
+    let binary = release_binary();
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let prefix = format!("embedq-bench-{}", uuid::Uuid::new_v4().simple());
+        let env: Vec<(String, String)> = vec![
+            (
+                "EMBEDQ__DATABASE__URL".into(),
+                format!("sqlite://{}/embedq.db", dir.path().display()),
+            ),
+            ("EMBEDQ__REDIS__URL".into(), redis_url()),
+            ("EMBEDQ__REDIS__PREFIX".into(), prefix.clone()),
+            (
+                "EMBEDQ__VECTORS__PATH".into(),
+                dir.path().join("vectors").display().to_string(),
+            ),
+            ("EMBEDQ__EMBEDDING__PROVIDER".into(), "local".into()),
+            (
+                "EMBEDQ__EMBEDDING__MODEL_DIR".into(),
+                model_dir().display().to_string(),
+            ),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        let daemon = Daemon::start_binary(binary.clone(), env);
+        let base = format!("http://127.0.0.1:{}", daemon.port);
+        let http = reqwest::Client::new();
+        for (n, chunk) in items.chunks(1000).enumerate() {
+            let body: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, c)| json!({"id": format!("it-{:06}", n * 1000 + i), "content": c}))
+                .collect();
+            let r = http
+                .post(format!("{base}/v1/contexts/bench/items"))
+                .json(&json!({"items": body}))
+                .send()
+                .await
+                .expect("seed");
+            assert_eq!(r.status().as_u16(), 200, "seeding");
+        }
+        let cpu_before = cpu_ms(daemon.pid());
+        let started = Instant::now();
+        let id = common::create_job(&http, &base, "bench").await;
+        let (job, _) = common::follow(&http, &base, &id).await;
+        let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_ms(daemon.pid()) - cpu_before;
+        assert_eq!(job["completed"].as_u64(), Some(items.len() as u64), "{job}");
+        println!(
+            "[daemon] {} ({}): {} items of {LONG_CHARS} characters in {secs:.1} s: {:.1} items/s \
+             end to end, {:.1} ms CPU per item, peak RSS {:.0} MiB",
+            binary.display(),
+            version(&binary),
+            items.len(),
+            items.len() as f64 / secs,
+            cpu / items.len() as f64,
+            rss_mib(daemon.pid(), "VmHWM:"),
+        );
+        drop(daemon);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        support::delete_prefix(&redis_url(), &prefix).await;
+    });
+}
+
+fn version(binary: &Path) -> String {
+    std::process::Command::new(binary)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -113,22 +295,29 @@ fn main() {
         );
         std::process::exit(1);
     }
-    let batches = std::env::var("BENCH_BATCHES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n >= 10)
-        .unwrap_or(DEFAULT_BATCHES);
+    let threads = embedq::providers::local_model_threads(0);
+    // As the binary does before any thread starts: candle's GEMM split and element-wise pool
+    // on the embedder's cores.
+    // SAFETY: no other thread runs yet.
+    unsafe { embedq::providers::pin_local_model_threads(0) };
+    let shape = Shape::read(&dir);
+    let ceiling = matmul_gflops(threads, &shape);
     println!(
-        "candle: gemm splits matmuls in {} parts; element-wise pool of {} threads \
-         (CANDLE_NUM_THREADS={})",
-        candle_core::utils::get_num_threads(),
-        std::env::var("CANDLE_NUM_THREADS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(candle_core::utils::get_num_threads),
-        std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "unset".into()),
+        "[matmul] f32 8192x{h}x{i} on {threads} threads: {ceiling:.1} GFLOP/s (best of 8)",
+        h = shape.hidden,
+        i = shape.intermediate
     );
-    run(&dir, 1, batches);
-    run(&dir, 0, batches);
+
+    let embedder = LocalEmbedder::load(&dir, 0).expect("load the local model");
+    let demo = demo_corpus();
+    let long = long_items(LONG_ITEMS, LONG_CHARS);
+    // Warm-up: the first pass of each size pays for allocation.
+    embedder.embed_blocking(&demo[..REQUEST]).expect("warm-up");
+    in_process("demo corpus", &embedder, &demo, &shape, ceiling);
+    in_process("400-character items", &embedder, &long, &shape, ceiling);
+    drop(embedder);
+
+    if std::env::var_os("BENCH_SKIP_DAEMON").is_none() {
+        end_to_end(&long);
+    }
 }

@@ -235,6 +235,8 @@ pub struct EmbeddingSettings {
     pub input_types: InputTypes,
     pub model_dir: String,
     pub threads: usize,
+    /// The local model's cap on padded tokens per forward pass.
+    pub pass_tokens: usize,
     pub base_url: String,
     #[serde(rename = "timeout_ms", with = "millis")]
     pub timeout: Duration,
@@ -554,6 +556,12 @@ impl Settings {
             return invalid(
                 "embedding.price_per_million_tokens",
                 "must be a number of at least 0",
+            );
+        }
+        if e.pass_tokens < 256 {
+            return invalid(
+                "embedding.pass_tokens",
+                "must be at least 256 (one input of the local model's longest)",
             );
         }
         if e.max_inputs_per_request == 0 {

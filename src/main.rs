@@ -191,16 +191,6 @@ enum DeadLettersCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("embedq: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let needs_settings = matches!(
         cli.command,
         Command::Serve | Command::Migrate | Command::FetchModel { .. } | Command::Demo
@@ -215,6 +205,22 @@ fn main() -> ExitCode {
         }
     } else {
         None
+    };
+    if let Some(settings) = &settings
+        && settings.embedding.provider == embedq::config::Provider::Local
+    {
+        // SAFETY: no thread has started yet: the runtime is built below.
+        unsafe { embedq::providers::pin_local_model_threads(settings.embedding.threads) };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("embedq: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let default_filter = match cli.command {
         Command::Demo => embedq::telemetry::DEMO_FILTER,

@@ -39,6 +39,16 @@ impl Metrics {
                             &[1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0],
                         )
                     })
+                    .and_then(|b| {
+                        // The buckets OpenTelemetry's GenAI conventions advise for token usage.
+                        b.set_buckets_for_metric(
+                            Matcher::Full("gen_ai_client_token_usage".into()),
+                            &[
+                                1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0,
+                                262144.0, 1048576.0,
+                            ],
+                        )
+                    })
                     .unwrap_or_else(|_| PrometheusBuilder::new());
                 match builder.install_recorder() {
                     Ok(handle) => handle,

@@ -146,9 +146,12 @@ async fn open_embedder(settings: &Settings) -> Result<Arc<dyn Embedder>, Startup
         Provider::Local => {
             let dir = std::path::PathBuf::from(&settings.embedding.model_dir);
             let threads = settings.embedding.threads;
-            let embedder = tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir, threads))
-                .await
-                .map_err(|e| StartupError::Spawn(e.to_string()))??;
+            let pass_tokens = settings.embedding.pass_tokens;
+            let embedder = tokio::task::spawn_blocking(move || {
+                LocalEmbedder::load_with(&dir, threads, pass_tokens)
+            })
+            .await
+            .map_err(|e| StartupError::Spawn(e.to_string()))??;
             Arc::new(embedder)
         }
         Provider::Auto | Provider::Openai | Provider::AzureOpenai => Arc::new(OpenAiEmbedder::new(

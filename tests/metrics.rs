@@ -6,7 +6,7 @@ mod support;
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
-use support::mock_provider::{MockProvider, MockScript};
+use support::mock_provider::{MockProvider, MockScript, MockTokenizer};
 use support::{Backend, TEST_DIMENSION, TestApp};
 
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -25,6 +25,8 @@ async fn metrics_match_the_job() {
         dimension: TEST_DIMENSION,
         storm_429: 3,
         storm_5xx: 2,
+        // Not embedq's tokenizer: the provider's count must win.
+        tokenizer: MockTokenizer::CharsOverFour,
         ..MockScript::default()
     })
     .await;
@@ -83,7 +85,22 @@ async fn metrics_match_the_job() {
         get(r#"embedq_api_requests_total{outcome="rate_limited"}"#),
         3.0
     );
+    // Tokens as the provider counted them (its `usage`), not as embedq estimated them.
     assert_eq!(get("embedq_tokens_total"), audit.tokens_embedded as f64);
+    assert_ne!(
+        get("embedq_tokens_estimated_total"),
+        audit.tokens_embedded as f64,
+        "the mock counts characters / 4, embedq cl100k: the two must differ here"
+    );
+    let model = r#"gen_ai_operation_name="embeddings",gen_ai_token_type="input",gen_ai_request_model="text-embedding-3-small""#;
+    assert_eq!(
+        get(&format!("gen_ai_client_token_usage_sum{{{model}}}")),
+        audit.tokens_embedded as f64
+    );
+    assert_eq!(
+        get(&format!("gen_ai_client_token_usage_count{{{model}}}")),
+        audit.by_status[&200] as f64
+    );
     assert_eq!(
         get(r#"embedq_api_requests_total{outcome="transient"}"#),
         2.0

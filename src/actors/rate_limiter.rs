@@ -75,8 +75,21 @@ impl Permit {
         metrics::counter!("embedq_api_requests_total", "outcome" => outcome.label()).increment(1);
         metrics::histogram!("embedq_api_request_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        if result.is_ok() {
+        if let Ok(embedded) = &result {
+            // The provider's count is what its quota was charged: the budget follows it.
+            metrics::counter!("embedq_tokens_estimated_total").increment(self.tokens);
+            if let Some(used) = embedded.usage_tokens {
+                self.resize(used);
+            }
             metrics::counter!("embedq_tokens_total").increment(self.tokens);
+            // OpenTelemetry's GenAI semantic conventions: gen_ai.client.token.usage.
+            metrics::histogram!(
+                "gen_ai_client_token_usage",
+                "gen_ai_operation_name" => "embeddings",
+                "gen_ai_token_type" => "input",
+                "gen_ai_request_model" => embedder.model().to_owned(),
+            )
+            .record(self.tokens as f64);
         }
         // An unusable provider closes the gate before the permit goes back, so the permit it
         // frees cannot carry another request to it.

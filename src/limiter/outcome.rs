@@ -94,6 +94,7 @@ mod tests {
         let ok = Ok(Embedded {
             vectors: vec![],
             hints: RateLimitHints::default(),
+            usage_tokens: None,
         });
         assert!(matches!(CallOutcome::of(&ok), CallOutcome::Success(_)));
         assert_eq!(

@@ -10,8 +10,9 @@ mod packing;
 mod rate_limit_headers;
 mod tokens;
 
-pub use local::LocalEmbedder;
+pub use local::pin_process_threads as pin_local_model_threads;
 pub use local::resolve_threads as local_model_threads;
+pub use local::{DEFAULT_PASS_TOKENS, LaneStats, LocalEmbedder};
 pub use openai::OpenAiEmbedder;
 pub use packing::{Packed, RequestLimits, pack};
 pub use rate_limit_headers::{RateLimitHints, parse_openai_duration, parse_retry_after};
@@ -32,6 +33,9 @@ pub enum InputKind {
 pub struct Embedded {
     pub vectors: Vec<Vec<f32>>,
     pub hints: RateLimitHints,
+    /// The tokens the provider says the request used (`usage.total_tokens`), when it says:
+    /// the rate budget is charged this, not embedq's own count.
+    pub usage_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -76,6 +76,16 @@ impl From<String> for BadBody {
 #[derive(Deserialize)]
 struct EmbeddingsResponse {
     data: Vec<EmbeddingDatum>,
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    #[serde(default)]
+    total_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -169,12 +179,20 @@ impl OpenAiEmbedder {
         }
     }
 
-    fn decode(&self, body: &[u8], expected: usize) -> Result<Vec<Vec<f32>>, BadBody> {
+    /// The vectors in input order, and the tokens the provider says it used.
+    fn decode(
+        &self,
+        body: &[u8],
+        expected: usize,
+    ) -> Result<(Vec<Vec<f32>>, Option<u64>), BadBody> {
         let parsed: EmbeddingsResponse =
             serde_json::from_slice(body).map_err(|e| format!("unreadable body: {e}"))?;
         if parsed.data.len() != expected {
             return Err(format!("{} embeddings for {expected} inputs", parsed.data.len()).into());
         }
+        let usage_tokens = parsed
+            .usage
+            .and_then(|u| u.total_tokens.or(u.prompt_tokens));
         let mut vectors: Vec<Option<Vec<f32>>> = vec![None; expected];
         let mut dimensions = std::collections::BTreeSet::new();
         for datum in parsed.data {
@@ -207,11 +225,12 @@ impl OpenAiEmbedder {
                 .into());
             }
         }
-        vectors
+        let vectors = vectors
             .into_iter()
             .enumerate()
             .map(|(i, v)| v.ok_or_else(|| format!("no embedding for index {i}").into()))
-            .collect()
+            .collect::<Result<Vec<_>, BadBody>>()?;
+        Ok((vectors, usage_tokens))
     }
 
     /// The reason an answer of `got` dimensions pauses intake, naming the setting to change.
@@ -413,7 +432,11 @@ impl Embedder for OpenAiEmbedder {
         }
         let hints = RateLimitHints::from_headers(&headers);
         match self.decode(&bytes, inputs.len()) {
-            Ok(vectors) => Ok(Embedded { vectors, hints }),
+            Ok((vectors, usage_tokens)) => Ok(Embedded {
+                vectors,
+                hints,
+                usage_tokens,
+            }),
             Err(BadBody::Dimension(got)) => Err(ProviderError::Fatal {
                 reason: self.wrong_dimension(got),
             }),
@@ -451,8 +474,27 @@ mod tests {
             {"index": 1, "embedding": b64(&[3.0, 4.0])},
             {"index": 0, "embedding": [1.0, 2.0]}
         ]});
-        let v = e.decode(body.to_string().as_bytes(), 2).unwrap();
+        let (v, usage) = e.decode(body.to_string().as_bytes(), 2).unwrap();
         assert_eq!(v, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        assert_eq!(usage, None);
+    }
+
+    #[test]
+    fn reads_the_tokens_the_provider_counted() {
+        let e = embedder();
+        let body = serde_json::json!({
+            "data": [{"index": 0, "embedding": [1.0, 2.0]}],
+            "usage": {"prompt_tokens": 7, "total_tokens": 9}
+        });
+        assert_eq!(e.decode(body.to_string().as_bytes(), 1).unwrap().1, Some(9));
+        let prompt_only = serde_json::json!({
+            "data": [{"index": 0, "embedding": [1.0, 2.0]}],
+            "usage": {"prompt_tokens": 7}
+        });
+        assert_eq!(
+            e.decode(prompt_only.to_string().as_bytes(), 1).unwrap().1,
+            Some(7)
+        );
     }
 
     #[test]

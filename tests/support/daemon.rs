@@ -123,7 +123,13 @@ impl Drop for Daemon {
 /// directory of its own (a `cargo bench` build carries the tests' fault points, through the
 /// crate's dev-dependency on itself), checked by its `--version` to be a build without them.
 /// The first call builds it (minutes, once); later calls find it up to date.
+///
+/// `EMBEDQ_BENCH_BINARY` names a build to use instead (another commit's, for a before/after
+/// comparison); it is checked the same way.
 pub fn release_binary() -> std::path::PathBuf {
+    if let Some(binary) = std::env::var_os("EMBEDQ_BENCH_BINARY") {
+        return checked_release_binary(binary.into());
+    }
     let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let target = tmp
         .parent()
@@ -141,7 +147,11 @@ pub fn release_binary() -> std::path::PathBuf {
         .status()
         .expect("run cargo build");
     assert!(status.success(), "cargo build --release failed: {status}");
-    let binary = target.join("release/embedq");
+    checked_release_binary(target.join("release/embedq"))
+}
+
+/// `binary`, once its `--version` shows a build without the tests' fault points.
+fn checked_release_binary(binary: std::path::PathBuf) -> std::path::PathBuf {
     let version = Command::new(&binary)
         .arg("--version")
         .output()

@@ -90,8 +90,19 @@ pub struct MockScript {
     pub max_tokens_per_input: usize,
     pub max_inputs_per_request: usize,
     pub max_tokens_per_request: u64,
+    /// How the mock counts tokens (for its limits, its quota and `usage`).
+    pub tokenizer: MockTokenizer,
     /// Seeds the fault randomness; the generator restarts from it on every `set_script`.
     pub seed: u64,
+}
+
+/// How the mock counts a text's tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MockTokenizer {
+    /// cl100k_base, as OpenAI's text-embedding-3 models do (and embedq by default).
+    Cl100k,
+    /// One token per four characters, rounded up: a provider whose tokenizer is not embedq's.
+    CharsOverFour,
 }
 
 /// What an Azure OpenAI resource serves.
@@ -131,6 +142,7 @@ impl Default for MockScript {
             max_tokens_per_input: 8192,
             max_inputs_per_request: 2048,
             max_tokens_per_request: 300_000,
+            tokenizer: MockTokenizer::Cl100k,
             seed: 7,
         }
     }
@@ -953,11 +965,19 @@ fn parse_dimensions(fields: &Map<String, Value>, native: usize) -> Result<usize,
 
 /// Tokens per input (cl100k_base), checked against the per-input and per-request limits.
 fn count_tokens(script: &MockScript, inputs: &[String]) -> Result<Vec<u64>, ApiError> {
-    let bpe = tiktoken_rs::cl100k_base_singleton();
-    let tokens: Vec<u64> = inputs
-        .iter()
-        .map(|text| bpe.encode_ordinary(text).len() as u64)
-        .collect();
+    let tokens: Vec<u64> = match script.tokenizer {
+        MockTokenizer::Cl100k => {
+            let bpe = tiktoken_rs::cl100k_base_singleton();
+            inputs
+                .iter()
+                .map(|text| bpe.encode_ordinary(text).len() as u64)
+                .collect()
+        }
+        MockTokenizer::CharsOverFour => inputs
+            .iter()
+            .map(|text| text.chars().count().div_ceil(4) as u64)
+            .collect(),
+    };
     let limit = script.max_tokens_per_input as u64;
     if let Some(&over) = tokens.iter().find(|&&n| n > limit) {
         return Err(ApiError::context_length(limit, over));

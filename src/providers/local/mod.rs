@@ -14,38 +14,40 @@
 //! [`LocalEmbedder::load`] fails with [`ProviderError::Fatal`] saying to run
 //! `embedq fetch-model`. Nothing is ever downloaded here.
 //!
-//! # Threads
+//! # One lane, passes sized by tokens
 //!
-//! Inference is CPU-bound and runs off the async runtime (`tokio::task::spawn_blocking`), on a
-//! rayon thread pool that belongs to the embedder and has `threads` threads (0 = one per
-//! available CPU). Every batch runs inside [`rayon::ThreadPool::install`], and candle 0.11's CPU
-//! backend does its parallel work through rayon's *current* pool, so the setting governs:
-//! - the matrix multiplications (nearly all of the time): candle calls `gemm` with
-//!   `Parallelism::Rayon(n)`, `n` from `candle_core::utils::get_num_threads()`
-//!   (`RAYON_NUM_THREADS`, else the number of physical cores); gemm splits the product into `n`
-//!   parts and runs them with `into_par_iter` on the current pool, so at most `threads` of them
-//!   run at once (and at most `n`);
-//! - softmax, and the tokenizer's batch encoding, which also use the current rayon pool.
+//! Inference is CPU-bound and runs on one dedicated thread, the [`lane`]: whatever the number
+//! of workers, one forward pass runs at a time, on a rayon thread pool that belongs to the
+//! embedder and has `threads` threads (0 = one per available CPU). Callers tokenize their
+//! inputs off the async runtime (`spawn_blocking`), hand the token ids to the lane and wait for
+//! the vectors. The lane sorts what is waiting by length and cuts passes at
+//! [`DEFAULT_PASS_TOKENS`] padded tokens ([`passes`]), so padding is small and a pass's memory
+//! is bounded whatever the inputs.
 //!
-//! One piece is outside any per-embedder setting: candle 0.11 runs element-wise operations on
-//! large contiguous tensors (≥ 64 Ki elements: GELU, residual additions) on its own
-//! process-wide "barrier pool", created at first use with `CANDLE_NUM_THREADS` (else
-//! `RAYON_NUM_THREADS`, else the number of physical cores) threads, the calling thread
-//! included. To cap those as well, start the process with `CANDLE_NUM_THREADS` set; the crate
-//! does not set environment variables itself (that is unsound once other threads run).
-//! [`LocalEmbedder::load`] logs both figures.
+//! Every pass runs inside [`rayon::ThreadPool::install`], and candle 0.11's CPU backend does
+//! its parallel work through rayon's *current* pool, so the setting governs the matrix
+//! multiplications (candle calls `gemm` with `Parallelism::Rayon(n)`, `n` from
+//! `candle_core::utils::get_num_threads()`: `RAYON_NUM_THREADS`, else the physical cores) and
+//! softmax. Element-wise operations on large tensors (GELU, residual additions) run on
+//! candle's own process-wide "barrier pool", sized at first use by `CANDLE_NUM_THREADS`.
+//! [`pin_process_threads`] sets both variables to the embedder's thread count; the binary
+//! calls it before it starts any thread (setting the environment later is unsound).
+//! [`LocalEmbedder::load`] logs the figures in force.
+
+mod lane;
+mod passes;
 
 use super::model_files::{self, CONFIG_FILE, FETCH_COMMAND, MODEL_FILE, TOKENIZER_FILE};
 use super::{Embedded, Embedder, InputKind, ProviderError, RateLimitHints, RequestLimits};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
+use lane::InferenceLane;
+pub use lane::LaneStats;
+use passes::PassLimits;
 use std::path::Path;
 use std::sync::Arc;
-use tokenizers::{
-    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
-    TruncationParams, TruncationStrategy,
-};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 /// The model name recorded with every vector.
 pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
@@ -53,8 +55,12 @@ pub const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 pub const DIMENSION: usize = 384;
 /// sentence-transformers' `max_seq_length` for this model, special tokens included.
 pub const MAX_SEQ_LENGTH: usize = 256;
-/// Inputs per forward pass (and per request).
+/// Inputs per request a worker sends.
 pub const MAX_BATCH: usize = 64;
+/// Padded tokens (rows × longest input) one forward pass may hold by default.
+pub const DEFAULT_PASS_TOKENS: usize = 8192;
+/// Inputs one forward pass may hold.
+const MAX_PASS_ROWS: usize = 256;
 
 /// all-MiniLM-L6-v2 in-process. Cheap to share: clones of the inner state are reference counted.
 pub struct LocalEmbedder {
@@ -62,24 +68,56 @@ pub struct LocalEmbedder {
 }
 
 struct Inner {
-    model: BertModel,
-    /// Pads to the longest input of the batch and truncates at [`MAX_SEQ_LENGTH`].
-    batch_tokenizer: Tokenizer,
-    /// No padding, no truncation: for counting and cutting text.
+    lane: InferenceLane,
+    /// Adds `[CLS]`/`[SEP]`, truncates at [`MAX_SEQ_LENGTH`], no padding: what a pass takes.
+    pass_tokenizer: Tokenizer,
+    /// No padding, no truncation, no special tokens: for counting and cutting text.
     plain_tokenizer: Tokenizer,
-    pool: rayon::ThreadPool,
     threads: usize,
+}
+
+/// What the lane runs: the BERT weights and how to pad.
+pub(crate) struct ModelCore {
+    model: BertModel,
+    pad_id: u32,
     device: Device,
 }
 
+/// Sets `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` (unless already set) to the local
+/// model's thread count, so candle's GEMM split and its element-wise pool use the same cores
+/// as the embedder's pool.
+///
+/// # Safety
+/// Changing the environment is only sound while no other thread runs: call this first thing
+/// in `main`, before any runtime or pool starts.
+pub unsafe fn pin_process_threads(threads: usize) {
+    let threads = resolve_threads(threads).to_string();
+    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: the caller guarantees no other thread is running.
+            unsafe { std::env::set_var(var, &threads) };
+        }
+    }
+}
+
 impl LocalEmbedder {
-    /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `model_dir` and
-    /// prepares a pool of `threads` inference threads (0 = one per available CPU).
+    /// Loads `model.safetensors`, `tokenizer.json` and `config.json` from `model_dir`, prepares
+    /// a pool of `threads` inference threads (0 = one per available CPU) and starts the lane,
+    /// with passes of at most [`DEFAULT_PASS_TOKENS`] padded tokens.
+    pub fn load(model_dir: &Path, threads: usize) -> Result<LocalEmbedder, ProviderError> {
+        Self::load_with(model_dir, threads, DEFAULT_PASS_TOKENS)
+    }
+
+    /// [`LocalEmbedder::load`] with passes of at most `pass_tokens` padded tokens.
     ///
     /// Missing files or files that do not make a BERT model are [`ProviderError::Fatal`]: an
     /// operator must act (`embedq fetch-model`). The weights' checksum is not computed here (it
     /// costs a fraction of a second); [`model_files::check`] does that.
-    pub fn load(model_dir: &Path, threads: usize) -> Result<LocalEmbedder, ProviderError> {
+    pub fn load_with(
+        model_dir: &Path,
+        threads: usize,
+        pass_tokens: usize,
+    ) -> Result<LocalEmbedder, ProviderError> {
         let missing = model_files::missing_files(model_dir);
         if !missing.is_empty() {
             return Err(fatal(format!(
@@ -118,26 +156,16 @@ impl LocalEmbedder {
 
         let file_tokenizer = Tokenizer::from_file(model_dir.join(TOKENIZER_FILE))
             .map_err(|e| unusable(TOKENIZER_FILE, &e))?;
-        // Keep the file's pad token, change only the strategy (fixed 128 -> longest).
-        let (pad_id, pad_token) = match file_tokenizer.get_padding() {
-            Some(p) => (p.pad_id, p.pad_token.clone()),
-            None => (0, "[PAD]".to_string()),
-        };
+        // The file's pad token pads the passes; the lane pads, not the tokenizer.
+        let pad_id = file_tokenizer.get_padding().map_or(0, |p| p.pad_id);
         let mut plain_tokenizer = file_tokenizer.clone();
         plain_tokenizer.with_padding(None);
         plain_tokenizer
             .with_truncation(None)
             .map_err(|e| unusable(TOKENIZER_FILE, &e))?;
-        let mut batch_tokenizer = file_tokenizer;
-        batch_tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            direction: PaddingDirection::Right,
-            pad_to_multiple_of: None,
-            pad_id,
-            pad_type_id: 0,
-            pad_token,
-        }));
-        batch_tokenizer
+        let mut pass_tokenizer = file_tokenizer;
+        pass_tokenizer.with_padding(None);
+        pass_tokenizer
             .with_truncation(Some(TruncationParams {
                 direction: TruncationDirection::Right,
                 max_length: MAX_SEQ_LENGTH,
@@ -152,22 +180,32 @@ impl LocalEmbedder {
             .thread_name(|i| format!("embedq-local-{i}"))
             .build()
             .map_err(|e| fatal(format!("cannot start {threads} inference threads: {e}")))?;
+        let limits = PassLimits {
+            max_rows: MAX_PASS_ROWS,
+            max_padded_tokens: pass_tokens.max(MAX_SEQ_LENGTH),
+        };
+        let core = Arc::new(ModelCore {
+            model,
+            pad_id,
+            device,
+        });
+        let lane = InferenceLane::start(core, pool, limits)
+            .map_err(|e| fatal(format!("cannot start the inference lane: {e}")))?;
 
         tracing::info!(
             model_dir = %model_dir.display(),
             threads,
+            pass_tokens = limits.max_padded_tokens,
             gemm_split = candle_core::utils::get_num_threads(),
             candle_elementwise_threads = candle_elementwise_threads(),
             "loaded the local embedding model {MODEL_NAME}"
         );
         Ok(LocalEmbedder {
             inner: Arc::new(Inner {
-                model,
-                batch_tokenizer,
+                lane,
+                pass_tokenizer,
                 plain_tokenizer,
-                pool,
                 threads,
-                device,
             }),
         })
     }
@@ -177,49 +215,51 @@ impl LocalEmbedder {
         self.inner.threads
     }
 
+    /// What the inference lane has done since the model was loaded.
+    pub fn lane_stats(&self) -> LaneStats {
+        self.inner.lane.stats()
+    }
+
     /// Embeds `inputs` on the calling thread (blocking; [`Embedder::embed`] is the async
-    /// version), in forward passes of at most [`MAX_BATCH`] inputs.
+    /// version).
     pub fn embed_blocking(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        self.inner.embed_all(inputs)
+        let ids = self.inner.tokenize(inputs)?;
+        self.inner.lane.embed_blocking(ids)
     }
 }
 
 impl Inner {
-    fn embed_all(&self, inputs: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        self.pool.install(|| {
-            let mut vectors = Vec::with_capacity(inputs.len());
-            for batch in inputs.chunks(MAX_BATCH) {
-                vectors.extend(self.embed_batch(batch)?);
-            }
-            Ok(vectors)
-        })
+    /// Token ids of each input, `[CLS] … [SEP]`, truncated at [`MAX_SEQ_LENGTH`].
+    fn tokenize(&self, inputs: &[String]) -> Result<Vec<Vec<u32>>, ProviderError> {
+        inputs
+            .iter()
+            .map(|text| {
+                self.pass_tokenizer
+                    .encode(text.as_str(), true)
+                    .map(|e| e.get_ids().to_vec())
+                    .map_err(|e| transient(format!("tokenizing failed: {e}")))
+            })
+            .collect()
     }
+}
 
-    /// One forward pass: tokenize, BERT, masked mean pooling, L2 normalisation.
-    fn embed_batch(&self, batch: &[String]) -> Result<Vec<Vec<f32>>, ProviderError> {
-        if batch.is_empty() {
+impl ModelCore {
+    /// One forward pass over `rows` (token ids, unpadded): pad to the longest, BERT, masked
+    /// mean pooling, L2 normalisation. Vectors in the order of `rows`.
+    pub(crate) fn forward_rows(&self, rows: &[&[u32]]) -> Result<Vec<Vec<f32>>, ProviderError> {
+        if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let texts: Vec<&str> = batch.iter().map(String::as_str).collect();
-        let encodings = self
-            .batch_tokenizer
-            .encode_batch(texts, true)
-            .map_err(|e| transient(format!("tokenizing failed: {e}")))?;
-        let rows = encodings.len();
-        let seq_len = encodings.first().map_or(0, |e| e.len());
-        let mut ids = Vec::with_capacity(rows * seq_len);
-        let mut mask = Vec::with_capacity(rows * seq_len);
-        for encoding in &encodings {
-            if encoding.len() != seq_len {
-                return Err(transient(format!(
-                    "the tokenizer padded a batch unevenly ({} and {seq_len} tokens)",
-                    encoding.len()
-                )));
-            }
-            ids.extend_from_slice(encoding.get_ids());
-            mask.extend_from_slice(encoding.get_attention_mask());
+        let seq_len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * seq_len);
+        let mut mask = Vec::with_capacity(rows.len() * seq_len);
+        for row in rows {
+            ids.extend_from_slice(row);
+            ids.extend(std::iter::repeat_n(self.pad_id, seq_len - row.len()));
+            mask.extend(std::iter::repeat_n(1u32, row.len()));
+            mask.extend(std::iter::repeat_n(0u32, seq_len - row.len()));
         }
-        self.forward(ids, mask, rows, seq_len)
+        self.forward(ids, mask, rows.len(), seq_len)
             .map_err(|e| transient(format!("local model inference failed: {e}")))
     }
 
@@ -303,16 +343,20 @@ impl Embedder for LocalEmbedder {
             return Ok(Embedded {
                 vectors: Vec::new(),
                 hints: RateLimitHints::default(),
+                usage_tokens: None,
             });
         }
         let inner = Arc::clone(&self.inner);
         let inputs = inputs.to_vec();
-        let vectors = tokio::task::spawn_blocking(move || inner.embed_all(&inputs))
+        let ids = tokio::task::spawn_blocking(move || inner.tokenize(&inputs))
             .await
-            .map_err(|e| transient(format!("the local model's inference task failed: {e}")))??;
+            .map_err(|e| transient(format!("the local model's tokenizing task failed: {e}")))??;
+        let vectors = self.inner.lane.embed(ids).await?;
+        // No quota to reconcile: embedq's own count (WordPiece) is the provider's.
         Ok(Embedded {
             vectors,
             hints: RateLimitHints::default(),
+            usage_tokens: None,
         })
     }
 }
