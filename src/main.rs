@@ -210,7 +210,7 @@ fn main() -> ExitCode {
         && settings.embedding.provider == embedq::config::Provider::Local
     {
         // SAFETY: no thread has started yet: the runtime is built below.
-        unsafe { embedq::providers::pin_local_model_threads(settings.embedding.threads) };
+        unsafe { embedq::providers::prepare_process_for_local_model(settings.embedding.threads) };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

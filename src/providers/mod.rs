@@ -10,7 +10,7 @@ mod packing;
 mod rate_limit_headers;
 mod tokens;
 
-pub use local::pin_process_threads as pin_local_model_threads;
+pub use local::prepare_process as prepare_process_for_local_model;
 pub use local::resolve_threads as local_model_threads;
 pub use local::{DEFAULT_PASS_TOKENS, LaneStats, LocalEmbedder};
 pub use openai::OpenAiEmbedder;

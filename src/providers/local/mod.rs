@@ -6,7 +6,7 @@
 //! the model's own WordPiece tokenizer (`tokenizer.json`) with `[CLS] … [SEP]`, padding to the
 //! longest input of the batch (the shipped file pads to a fixed 128, which is overridden) and
 //! truncation at 256 tokens (the model's `max_seq_length`; longer inputs are cut, never
-//! refused); all-zero token type ids; candle-transformers' BERT forward; mean pooling weighted
+//! refused); all-zero token type ids; the BERT forward ([`encoder`], candle's tensors); mean pooling weighted
 //! by the attention mask; L2 normalisation. `tests/local_model.rs` holds it to an independent
 //! numpy implementation (`scripts/minilm_reference.py`) to 1e-5.
 //!
@@ -30,21 +30,25 @@
 //! `candle_core::utils::get_num_threads()`: `RAYON_NUM_THREADS`, else the physical cores) and
 //! softmax. Element-wise operations on large tensors (GELU, residual additions) run on
 //! candle's own process-wide "barrier pool", sized at first use by `CANDLE_NUM_THREADS`.
-//! [`pin_process_threads`] sets both variables to the embedder's thread count; the binary
-//! calls it before it starts any thread (setting the environment later is unsound).
+//! [`prepare_process`] sets both variables to the embedder's thread count and caps the
+//! allocator's memory held between passes; the binary calls it before it starts any thread
+//! (setting the environment later is unsound).
 //! [`LocalEmbedder::load`] logs the figures in force.
 
+mod encoder;
 mod lane;
 mod passes;
+mod process;
 
 use super::model_files::{self, CONFIG_FILE, FETCH_COMMAND, MODEL_FILE, TOKENIZER_FILE};
 use super::{Embedded, Embedder, InputKind, ProviderError, RateLimitHints, RequestLimits};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use encoder::{Config, Encoder};
 use lane::InferenceLane;
 pub use lane::LaneStats;
 use passes::PassLimits;
+pub use process::prepare_process;
 use std::path::Path;
 use std::sync::Arc;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -58,7 +62,7 @@ pub const MAX_SEQ_LENGTH: usize = 256;
 /// Inputs per request a worker sends.
 pub const MAX_BATCH: usize = 64;
 /// Padded tokens (rows × longest input) one forward pass may hold by default.
-pub const DEFAULT_PASS_TOKENS: usize = 8192;
+pub const DEFAULT_PASS_TOKENS: usize = 2048;
 /// Inputs one forward pass may hold.
 const MAX_PASS_ROWS: usize = 256;
 
@@ -78,26 +82,9 @@ struct Inner {
 
 /// What the lane runs: the BERT weights and how to pad.
 pub(crate) struct ModelCore {
-    model: BertModel,
+    model: Encoder,
     pad_id: u32,
     device: Device,
-}
-
-/// Sets `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` (unless already set) to the local
-/// model's thread count, so candle's GEMM split and its element-wise pool use the same cores
-/// as the embedder's pool.
-///
-/// # Safety
-/// Changing the environment is only sound while no other thread runs: call this first thing
-/// in `main`, before any runtime or pool starts.
-pub unsafe fn pin_process_threads(threads: usize) {
-    let threads = resolve_threads(threads).to_string();
-    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
-        if std::env::var_os(var).is_none() {
-            // SAFETY: the caller guarantees no other thread is running.
-            unsafe { std::env::set_var(var, &threads) };
-        }
-    }
 }
 
 impl LocalEmbedder {
@@ -152,7 +139,7 @@ impl LocalEmbedder {
         let weights = candle_core::safetensors::load(model_dir.join(MODEL_FILE), &device)
             .map_err(|e| unusable(MODEL_FILE, &e))?;
         let vb = VarBuilder::from_tensors(weights, DType::F32, &device);
-        let model = BertModel::load(vb, &config).map_err(|e| unusable(MODEL_FILE, &e))?;
+        let model = Encoder::load(vb, &config).map_err(|e| unusable(MODEL_FILE, &e))?;
 
         let file_tokenizer = Tokenizer::from_file(model_dir.join(TOKENIZER_FILE))
             .map_err(|e| unusable(TOKENIZER_FILE, &e))?;
@@ -253,13 +240,14 @@ impl ModelCore {
         let seq_len = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(rows.len() * seq_len);
         let mut mask = Vec::with_capacity(rows.len() * seq_len);
+        let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
         for row in rows {
             ids.extend_from_slice(row);
             ids.extend(std::iter::repeat_n(self.pad_id, seq_len - row.len()));
             mask.extend(std::iter::repeat_n(1u32, row.len()));
             mask.extend(std::iter::repeat_n(0u32, seq_len - row.len()));
         }
-        self.forward(ids, mask, rows.len(), seq_len)
+        self.forward(ids, mask, &lengths, seq_len)
             .map_err(|e| transient(format!("local model inference failed: {e}")))
     }
 
@@ -267,14 +255,14 @@ impl ModelCore {
         &self,
         ids: Vec<u32>,
         mask: Vec<u32>,
-        rows: usize,
+        lengths: &[usize],
         seq_len: usize,
     ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let rows = lengths.len();
         let ids = Tensor::from_vec(ids, (rows, seq_len), &self.device)?;
         let mask = Tensor::from_vec(mask, (rows, seq_len), &self.device)?;
-        let token_type_ids = ids.zeros_like()?;
         // (rows, seq_len, 384)
-        let hidden = self.model.forward(&ids, &token_type_ids, Some(&mask))?;
+        let hidden = self.model.forward(&ids, lengths)?;
         // Mean over the real tokens: padding positions weigh zero.
         let weights = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&weights)?.sum(1)?;
