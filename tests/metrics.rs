@@ -31,7 +31,11 @@ async fn metrics_match_the_job() {
     })
     .await;
     let url = mock.base_url();
-    let app = TestApp::spawn_with(Backend::Postgres, move |s| s.embedding.base_url = url).await;
+    let app = TestApp::spawn_with(Backend::Postgres, move |s| {
+        s.embedding.base_url = url;
+        s.embedding.price_per_million_tokens = 0.02;
+    })
+    .await;
     app.seed_items("ctx", "it", 500).await;
     let (status, _) = app
         .post_json(
@@ -85,8 +89,17 @@ async fn metrics_match_the_job() {
         get(r#"embedq_api_requests_total{outcome="rate_limited"}"#),
         3.0
     );
-    // Tokens as the provider counted them (its `usage`), not as embedq estimated them.
+    // Tokens as the provider counted them (its `usage`), not as embedq estimated them: in
+    // the metrics, and billed to the job with their cost.
     assert_eq!(get("embedq_tokens_total"), audit.tokens_embedded as f64);
+    assert_eq!(
+        done["tokens"].as_u64(),
+        Some(audit.tokens_embedded),
+        "{done}"
+    );
+    let cost = done["cost"].as_f64().expect("cost");
+    let expected = audit.tokens_embedded as f64 * 0.02 / 1_000_000.0;
+    assert!((cost - expected).abs() < 1e-12, "{cost} against {expected}");
     assert_ne!(
         get("embedq_tokens_estimated_total"),
         audit.tokens_embedded as f64,

@@ -8,7 +8,7 @@ mod support;
 
 use embedq::domain::{ContextId, ItemContent, ItemId, JobId, JobKind, JobScope};
 use embedq::messages::{ItemOutcome, OutcomeKind};
-use embedq::store::{NewItem, NewJob, Store};
+use embedq::store::{NewItem, NewJob, Store, TaskOutcomes};
 use support::{Backend, TestDatabase};
 
 const MODEL: &str = "text-embedding-3-small";
@@ -89,13 +89,21 @@ async fn status(store: &Store, item: usize) -> (String, i64) {
     (record.status.as_str().to_owned(), record.attempts)
 }
 
+fn task(job: JobId, outcomes: &[ItemOutcome], billed_tokens: u64) -> TaskOutcomes<'_> {
+    TaskOutcomes {
+        job_id: job,
+        outcomes,
+        billed_tokens,
+    }
+}
+
 async fn duplicates_and_stale_outcomes_are_resolved(backend: Backend) {
     let (_db, store, job) = store_with_items(backend, 4).await;
     // One commit holding a task and its retry: the retry's success wins whatever the order.
     let first = [retrying(0, 1), failed(1, 1), retrying(2, 1)];
     let second = [completed(0, 2), completed(1, 2), failed(2, 4)];
     let report = store
-        .commit_outcomes(&[(job, &first), (job, &second)], MODEL)
+        .commit_outcomes(&[task(job, &first, 120), task(job, &second, 30)], MODEL)
         .await
         .unwrap();
     assert_eq!(
@@ -119,7 +127,7 @@ async fn duplicates_and_stale_outcomes_are_resolved(backend: Backend) {
     // Stale outcomes from a slower copy of the same tasks change nothing.
     let stale = [retrying(0, 1), failed(1, 1), retrying(2, 3), failed(2, 4)];
     let report = store
-        .commit_outcomes(&[(job, &stale)], MODEL)
+        .commit_outcomes(&[task(job, &stale, 7)], MODEL)
         .await
         .unwrap();
     assert!(report.counted.is_empty(), "{report:?}");
@@ -133,14 +141,16 @@ async fn duplicates_and_stale_outcomes_are_resolved(backend: Backend) {
 
     // A genuine retry of a failed item (more attempts) still shows as in progress.
     store
-        .commit_outcomes(&[(job, &[failed(3, 1)])], MODEL)
+        .commit_outcomes(&[task(job, &[failed(3, 1)], 0)], MODEL)
         .await
         .unwrap();
     store
-        .commit_outcomes(&[(job, &[retrying(3, 2)])], MODEL)
+        .commit_outcomes(&[task(job, &[retrying(3, 2)], 0)], MODEL)
         .await
         .unwrap();
     assert_eq!(status(&store, 3).await, ("PROCESSING".into(), 2));
+    // Every request paid for is billed to the job, the stale copy's too: it was paid.
+    assert_eq!(store.get_job(job).await.unwrap().unwrap().tokens, 157);
     store.close().await;
 }
 

@@ -25,8 +25,8 @@ use super::supervision_report::SupervisionReport;
 use crate::config::SupervisionSettings;
 use crate::domain::JobState;
 use crate::embedding::{
-    EmbedRequest, Group, InputAction, InputRef, InputResult, PendingInputs, PreparedInput,
-    RequestInput, RequestOutcome, TaskProgress, actions_for, classify, settle_unloaded,
+    Answer, EmbedRequest, Group, InputAction, InputRef, InputResult, PendingInputs, PreparedInput,
+    RequestInput, TaskProgress, actions_for, classify, settle_unloaded, shares,
 };
 use crate::events::EventBus;
 use crate::gate::PipelineGate;
@@ -55,7 +55,7 @@ pub enum PoolMsg {
     Answered {
         worker: usize,
         request: u64,
-        outcome: RequestOutcome,
+        answer: Answer,
     },
     /// Start a worker again once its backoff has passed (self-sent).
     RestartWorker(usize),
@@ -217,6 +217,19 @@ impl PoolState {
 
     /// Applies each input's action after its request ended; inputs sent again go back in
     /// front, as the request was (`Requeue`) or in halves (`Bisect`).
+    /// Charges each task of a request its share of the request's bill, by estimated tokens.
+    fn bill(&mut self, in_flight: &InFlight, tokens: u64) {
+        if tokens == 0 {
+            return;
+        }
+        let weights: Vec<usize> = in_flight.inputs.iter().map(|(_, t)| *t).collect();
+        for ((input, _), share) in in_flight.inputs.iter().zip(shares(tokens, &weights)) {
+            if let Some(e) = self.embedding(&input.task) {
+                e.progress.bill(share);
+            }
+        }
+    }
+
     fn apply(&mut self, in_flight: InFlight, actions: Vec<InputAction>) {
         let sends = self.sends_requests();
         let (mut again, mut halves) = (Vec::new(), Vec::new());
@@ -351,6 +364,7 @@ impl EmbeddingPool {
                     job_id: message.job_id,
                     outcomes: Vec::new(),
                     retries: Vec::new(),
+                    billed_tokens: 0,
                 };
                 let task = state.tasks.remove(&entry).expect("held");
                 state.hand_over(task.delivery, settlement);
@@ -494,23 +508,24 @@ impl EmbeddingPool {
         let me = myself.clone();
         tokio::spawn(async move {
             // No answer means the worker crashed: its supervision event settles the request.
-            if let Ok(outcome) = answer.await {
+            if let Ok(answer) = answer.await {
                 let _ = me.cast(PoolMsg::Answered {
                     worker: index,
                     request: id,
-                    outcome,
+                    answer,
                 });
             }
         });
     }
 
-    fn answered(state: &mut PoolState, worker: usize, request: u64, outcome: RequestOutcome) {
+    fn answered(state: &mut PoolState, worker: usize, request: u64, answer: Answer) {
         let slot = &mut state.workers[worker];
         if slot.busy.as_ref().is_none_or(|b| b.request != request) {
             return;
         }
         let in_flight = slot.busy.take().expect("checked");
-        let (actions, fatal) = actions_for(outcome, in_flight.inputs.len());
+        state.bill(&in_flight, answer.billed_tokens);
+        let (actions, fatal) = actions_for(answer.outcome, in_flight.inputs.len());
         // The permit closed the gate already (before it was released); this keeps the rule
         // for an answer that came some other way.
         if let Some(reason) = &fatal {
@@ -648,8 +663,8 @@ impl Actor for EmbeddingPool {
             PoolMsg::Answered {
                 worker,
                 request,
-                outcome,
-            } => Self::answered(state, worker, request, outcome),
+                answer,
+            } => Self::answered(state, worker, request, answer),
             PoolMsg::RestartWorker(index) => {
                 if !state.draining && state.workers[index].actor.is_none() {
                     Self::spawn_worker(&myself, state, index).await?;

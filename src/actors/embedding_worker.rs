@@ -8,7 +8,7 @@
 use super::address::Address;
 use super::rate_limiter::Permit;
 use super::vector_writer::VectorWriterMsg;
-use crate::embedding::{EmbedRequest, RequestOutcome, to_vectors};
+use crate::embedding::{Answer, EmbedRequest, RequestOutcome, to_vectors};
 use crate::providers::{Embedder, InputKind, ProviderError, RateLimitHints};
 use crate::retry::Backoff;
 use crate::vectors::VectorError;
@@ -21,7 +21,7 @@ pub enum WorkerMsg {
     Embed {
         request: EmbedRequest,
         permit: Permit,
-        reply: RpcReplyPort<RequestOutcome>,
+        reply: RpcReplyPort<Answer>,
     },
 }
 
@@ -32,9 +32,9 @@ pub struct WorkerArgs {
     pub vector_writer: Address<VectorWriterMsg>,
 }
 
-/// The request, from the call to the stored vectors.
-async fn embed(args: &WorkerArgs, request: &EmbedRequest, permit: Permit) -> RequestOutcome {
-    let vectors = match permit
+/// The request, from the call to the stored vectors, with the tokens the provider billed.
+async fn embed(args: &WorkerArgs, request: &EmbedRequest, permit: Permit) -> Answer {
+    match permit
         .call(
             args.embedder.as_ref(),
             &request.texts(),
@@ -42,9 +42,23 @@ async fn embed(args: &WorkerArgs, request: &EmbedRequest, permit: Permit) -> Req
         )
         .await
     {
-        Ok(embedded) => embedded.vectors,
-        Err(e) => return RequestOutcome::Provider(e),
-    };
+        Ok(billed) => Answer {
+            outcome: store(args, request, billed.embedded.vectors).await,
+            billed_tokens: billed.tokens,
+        },
+        Err(e) => Answer {
+            outcome: RequestOutcome::Provider(e),
+            billed_tokens: 0,
+        },
+    }
+}
+
+/// The answer's vectors checked against the request and written to the vector store.
+async fn store(
+    args: &WorkerArgs,
+    request: &EmbedRequest,
+    vectors: Vec<Vec<f32>>,
+) -> RequestOutcome {
     let computed = match to_vectors(request, vectors) {
         Ok(computed) => computed,
         Err(problem) => {
@@ -142,8 +156,8 @@ impl Actor for EmbeddingWorker {
                     request = request.id,
                     inputs = request.inputs.len()
                 );
-                let outcome = embed(state, &request, permit).instrument(span).await;
-                let _ = reply.send(outcome);
+                let answer = embed(state, &request, permit).instrument(span).await;
+                let _ = reply.send(answer);
             }
         }
         Ok(())

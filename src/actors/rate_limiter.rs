@@ -63,7 +63,7 @@ impl Permit {
         embedder: &dyn Embedder,
         inputs: &[String],
         kind: InputKind,
-    ) -> Result<Embedded, ProviderError> {
+    ) -> Result<Billed, ProviderError> {
         let span = tracing::debug_span!(
             "provider.embed",
             inputs = inputs.len(),
@@ -100,7 +100,10 @@ impl Permit {
         }
         self.released = true;
         let _ = self.limiter.cast(RateLimiterMsg::Release(outcome));
-        result
+        result.map(|embedded| Billed {
+            embedded,
+            tokens: self.tokens,
+        })
     }
 }
 
@@ -112,6 +115,14 @@ impl Drop for Permit {
                 .cast(RateLimiterMsg::Release(CallOutcome::Unused));
         }
     }
+}
+
+/// A provider's answer and the tokens charged for it: the provider's own count (`usage`) when
+/// it gave one, else embedq's estimate.
+#[derive(Debug)]
+pub struct Billed {
+    pub embedded: Embedded,
+    pub tokens: u64,
 }
 
 /// Why no permit came.
@@ -154,7 +165,10 @@ impl RateLimitedEmbedder {
     ) -> Result<Result<Embedded, ProviderError>, NoPermit> {
         let tokens: usize = inputs.iter().map(|i| self.embedder.count_tokens(i)).sum();
         let permit = self.acquire(tokens.max(1) as u64, wait).await?;
-        Ok(permit.call(self.embedder.as_ref(), inputs, kind).await)
+        Ok(permit
+            .call(self.embedder.as_ref(), inputs, kind)
+            .await
+            .map(|billed| billed.embedded))
     }
 }
 

@@ -11,7 +11,7 @@ use crate::domain::{ItemId, JobId};
 use crate::messages::{OutcomeKind, Settlement, TaskMessage};
 use crate::queue::{DeadItem, Delivery, RetrySet};
 use crate::retry::Backoff;
-use crate::store::{CommitReport, Store};
+use crate::store::{CommitReport, Store, TaskOutcomes};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -70,9 +70,13 @@ impl StatusWriter {
 /// Commits a batch in one transaction and records what it counted.
 #[tracing::instrument(name = "status.commit", skip_all, fields(tasks = batch.len()))]
 async fn commit(args: &StatusWriterArgs, batch: &Batch) -> Result<CommitReport, String> {
-    let refs: Vec<(JobId, &[crate::messages::ItemOutcome])> = batch
+    let refs: Vec<TaskOutcomes<'_>> = batch
         .iter()
-        .map(|(_, s)| (s.job_id, s.outcomes.as_slice()))
+        .map(|(_, s)| TaskOutcomes {
+            job_id: s.job_id,
+            outcomes: &s.outcomes,
+            billed_tokens: s.billed_tokens,
+        })
         .collect();
     let report = args
         .store

@@ -76,7 +76,7 @@ pub async fn list(client: &AdminClient, state: Option<&str>) -> anyhow::Result<V
 
 pub fn line(job: &Value) -> String {
     format!(
-        "{}  {:<9}  {}/{} done (completed {}, skipped {}, failed {})  scope {}",
+        "{}  {:<9}  {}/{} done (completed {}, skipped {}, failed {})  {}  scope {}",
         job["id"].as_str().unwrap_or("?"),
         job["state"].as_str().unwrap_or("?"),
         job["done"],
@@ -84,8 +84,18 @@ pub fn line(job: &Value) -> String {
         job["completed"],
         job["skipped"],
         job["failed"],
+        tokens(job),
         job["scope"]
     )
+}
+
+/// The tokens a job was billed for, with their cost when a price is set.
+fn tokens(job: &Value) -> String {
+    let tokens = job["tokens"].as_i64().unwrap_or(0);
+    match job["cost"].as_f64() {
+        Some(cost) if cost > 0.0 => format!("{tokens} tokens ({cost:.4})"),
+        _ => format!("{tokens} tokens"),
+    }
 }
 
 /// Follows a job until it ends; returns its final state.
@@ -142,11 +152,12 @@ pub async fn watch(client: &AdminClient, id: &str) -> anyhow::Result<Value> {
         }
         if is_final(&state) {
             bar.finish_with_message(format!(
-                "{state} in {:.1}s (completed {}, skipped {}, failed {})",
+                "{state} in {:.1}s (completed {}, skipped {}, failed {}; {})",
                 started.elapsed().as_secs_f64(),
                 job["completed"],
                 job["skipped"],
-                job["failed"]
+                job["failed"],
+                tokens(&job)
             ));
             return Ok(job);
         }

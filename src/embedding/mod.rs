@@ -19,6 +19,6 @@ mod request;
 pub use classify::{PreparedInput, classify};
 pub use progress::{InputResult, TaskProgress, settle_unloaded};
 pub use request::{
-    ComputedVector, EmbedRequest, Group, InputAction, InputRef, NotStored, PendingInputs,
-    RequestInput, RequestOutcome, actions_for, to_vectors,
+    Answer, ComputedVector, EmbedRequest, Group, InputAction, InputRef, NotStored, PendingInputs,
+    RequestInput, RequestOutcome, actions_for, shares, to_vectors,
 };

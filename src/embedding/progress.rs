@@ -46,6 +46,8 @@ pub struct TaskProgress {
     crash_retries: Vec<(TaskMessage, Duration)>,
     /// The task's retries embed even up-to-date items, as it does.
     reembed: bool,
+    /// Tokens the provider billed for this task's inputs so far (its share of each request).
+    billed_tokens: u64,
 }
 
 impl TaskProgress {
@@ -66,7 +68,13 @@ impl TaskProgress {
             crashed: HashSet::new(),
             crash_retries: Vec::new(),
             reembed: task.reembed,
+            billed_tokens: 0,
         }
+    }
+
+    /// Adds the task's share of a request's bill.
+    pub fn bill(&mut self, tokens: u64) {
+        self.billed_tokens = self.billed_tokens.saturating_add(tokens);
     }
 
     /// Every input has its result: the task can be settled.
@@ -184,6 +192,7 @@ impl TaskProgress {
             job_id: self.job_id,
             outcomes: self.outcomes,
             retries,
+            billed_tokens: self.billed_tokens,
         }
     }
 }
@@ -195,6 +204,7 @@ pub fn settle_unloaded(task: &TaskMessage, wait: Duration) -> Settlement {
         job_id: task.job_id,
         outcomes: Vec::new(),
         retries: vec![(task.clone(), wait)],
+        billed_tokens: 0,
     }
 }
 

@@ -216,6 +216,50 @@ pub enum RequestOutcome {
     Store(String),
 }
 
+/// A worker's answer to a request: how it ended, and the tokens the provider was paid for it
+/// (0 when no answer came back from the provider).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub outcome: RequestOutcome,
+    pub billed_tokens: u64,
+}
+
+/// `total` split over parts in proportion to `weights` (each input's estimated tokens), by
+/// largest remainder: the shares add up to `total` exactly, so a job is charged what its
+/// inputs cost, however a request mixed tasks.
+pub fn shares(total: u64, weights: &[usize]) -> Vec<u64> {
+    let sum: u128 = weights.iter().map(|&w| w as u128).sum();
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    if sum == 0 {
+        // No estimate: equal parts.
+        let n = weights.len() as u64;
+        return (0..n)
+            .map(|i| total / n + u64::from(i < total % n))
+            .collect();
+    }
+    let exact: Vec<(u64, u128)> = weights
+        .iter()
+        .map(|&w| {
+            let scaled = total as u128 * w as u128;
+            ((scaled / sum) as u64, scaled % sum)
+        })
+        .collect();
+    let mut out: Vec<u64> = exact.iter().map(|&(floor, _)| floor).collect();
+    let mut left = total - out.iter().sum::<u64>();
+    let mut by_remainder: Vec<usize> = (0..exact.len()).collect();
+    by_remainder.sort_by(|&a, &b| exact[b].1.cmp(&exact[a].1).then(a.cmp(&b)));
+    for i in by_remainder {
+        if left == 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out
+}
+
 /// What happens to one input of a finished request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputAction {
@@ -481,5 +525,18 @@ mod tests {
         assert!(
             matches!(&a[0], InputAction::Resolve(InputResult::Transient { reason, .. }) if reason == "writing vectors: busy")
         );
+    }
+
+    #[test]
+    fn shares_add_up_to_the_bill_in_proportion() {
+        assert_eq!(shares(100, &[1, 1, 2]), vec![25, 25, 50]);
+        // Largest remainder: 10 over 3 equal weights gives 4, 3, 3.
+        assert_eq!(shares(10, &[5, 5, 5]), vec![4, 3, 3]);
+        let odd = shares(1_000_003, &[17, 3, 250, 9, 1]);
+        assert_eq!(odd.iter().sum::<u64>(), 1_000_003);
+        assert!(odd[2] > odd[0] && odd[0] > odd[3] && odd[3] > odd[1]);
+        assert_eq!(shares(7, &[0, 0]), vec![4, 3]);
+        assert_eq!(shares(0, &[4, 2]), vec![0, 0]);
+        assert!(shares(5, &[]).is_empty());
     }
 }

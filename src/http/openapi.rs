@@ -151,6 +151,7 @@ mod tests {
             failed: 0,
             skipped: 0,
             deleted: 0,
+            tokens: 0,
             planning_cursor: None,
             planned_at: None,
             idempotency_key: None,

@@ -47,4 +47,7 @@ pub struct Settlement {
     /// Tasks of items to try again, each with how long to wait. Usually one; the items of a
     /// request whose worker crashed go on one per task, so a poison item crashes alone.
     pub retries: Vec<(TaskMessage, Duration)>,
+    /// Tokens the provider billed for this task's requests in this processing (its share of
+    /// requests that mixed tasks); added to the job's `tokens` with the outcomes.
+    pub billed_tokens: u64,
 }

@@ -17,7 +17,7 @@ mod records;
 pub use items::{NewItem, UpsertCounts, UpsertReport};
 pub use jobs::{CreatedJob, JobFilter, NewJob};
 pub use lifecycle::{CurrentItem, DeleteReport, PayloadChange, Tombstone};
-pub use outcomes::{CommitReport, HitRow, LoadedItem, OutcomeCounts, TaskItemRow};
+pub use outcomes::{CommitReport, HitRow, LoadedItem, OutcomeCounts, TaskItemRow, TaskOutcomes};
 pub use planning::{CompletedItem, PlannedItem, ScopeText};
 pub use reconcile::StrandedJob;
 pub use records::{ItemRecord, JobRecord};

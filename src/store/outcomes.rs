@@ -10,6 +10,15 @@ use crate::messages::{ItemOutcome, OutcomeKind};
 use sqlx::Row;
 use std::collections::{BTreeMap, HashMap};
 
+/// One settled task's part of a commit: its job, its items' outcomes, and the tokens the
+/// provider billed for its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskOutcomes<'a> {
+    pub job_id: JobId,
+    pub outcomes: &'a [ItemOutcome],
+    pub billed_tokens: u64,
+}
+
 /// An item as the embedding step needs it, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskItemRow {
@@ -159,9 +168,11 @@ impl Store {
     }
 
     /// Commits outcomes of several tasks at once. `model` is recorded for completed items.
+    /// Billed tokens are added to each job's `tokens` (every request paid for counts, a
+    /// retried one too: the provider was paid for each).
     pub async fn commit_outcomes(
         &self,
-        batch: &[(JobId, &[ItemOutcome])],
+        batch: &[TaskOutcomes<'_>],
         model: &str,
     ) -> Result<CommitReport, StoreError> {
         let now = now_millis();
@@ -176,7 +187,7 @@ impl Store {
         let updates: Vec<&ItemOutcome> = strongest(
             batch
                 .iter()
-                .flat_map(|(_, outcomes)| outcomes.iter())
+                .flat_map(|t| t.outcomes.iter())
                 .filter(|o| !matches!(o.kind, OutcomeKind::Skipped | OutcomeKind::Deleted))
                 .map(|o| (o.item_id.as_str(), o)),
         )
@@ -230,11 +241,11 @@ impl Store {
         //    counts.
         let mut report = CommitReport::default();
         let finals: Vec<(JobId, &ItemOutcome, &'static str)> =
-            strongest(batch.iter().flat_map(|(job, outcomes)| {
-                outcomes
+            strongest(batch.iter().flat_map(|t| {
+                t.outcomes
                     .iter()
                     .filter(|o| o.final_label().is_some())
-                    .map(move |o| ((*job, o.item_id.as_str()), o))
+                    .map(move |o| ((t.job_id, o.item_id.as_str()), o))
             }))
             .into_iter()
             .map(|((job, _), o)| (job, o, o.final_label().expect("filtered above")))
@@ -272,23 +283,38 @@ impl Store {
             }
         }
 
-        // 3. Counters, then the final state of jobs that reached their total.
-        for (job, counts) in &report.counted {
+        // 3. Counters and tokens, then the final state of jobs that reached their total.
+        let mut billed: BTreeMap<JobId, u64> = BTreeMap::new();
+        for t in batch.iter().filter(|t| t.billed_tokens > 0) {
+            *billed.entry(t.job_id).or_default() += t.billed_tokens;
+        }
+        let jobs: std::collections::BTreeSet<JobId> = report
+            .counted
+            .keys()
+            .chain(billed.keys())
+            .copied()
+            .collect();
+        for job in jobs {
+            let counts = report.counted.get(&job).copied().unwrap_or_default();
+            let tokens = billed.get(&job).copied().unwrap_or(0);
             sqlx::query(
                 "UPDATE jobs SET completed = completed + $2, failed = failed + $3, \
-                 skipped = skipped + $4, deleted = deleted + $5, updated_at = $6 WHERE id = $1",
+                 skipped = skipped + $4, deleted = deleted + $5, tokens = tokens + $6, \
+                 updated_at = $7 WHERE id = $1",
             )
             .bind(job.to_string())
             .bind(counts.completed)
             .bind(counts.failed)
             .bind(counts.skipped)
             .bind(counts.deleted)
+            .bind(i64::try_from(tokens).unwrap_or(i64::MAX))
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let done = super::jobs::finish_if_done(&mut tx, *job, now).await?;
-            if done {
-                report.finished.push(*job);
+            if report.counted.contains_key(&job)
+                && super::jobs::finish_if_done(&mut tx, job, now).await?
+            {
+                report.finished.push(job);
             }
         }
         tx.commit().await?;

@@ -88,6 +88,9 @@ pub struct JobRecord {
     /// Items deleted before the job reached them: `total = completed + failed + skipped +
     /// deleted` once the job ends.
     pub deleted: i64,
+    /// Tokens the provider billed for the job's requests so far (its `usage`, else embedq's
+    /// count): every request paid for, retried ones included.
+    pub tokens: i64,
     /// Where planning stands (internal).
     pub planning_cursor: Option<String>,
     pub planned_at: Option<i64>,
@@ -104,7 +107,7 @@ pub struct JobRecord {
 }
 
 pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, total, completed, failed, \
-     skipped, deleted, planning_cursor, planned_at, idempotency_key, error, result, created_at, \
+     skipped, deleted, tokens, planning_cursor, planned_at, idempotency_key, error, result, created_at, \
      updated_at, started_at, finished_at";
 
 impl JobRecord {
@@ -125,6 +128,7 @@ impl JobRecord {
             failed: row.try_get("failed")?,
             skipped: row.try_get("skipped")?,
             deleted: row.try_get("deleted")?,
+            tokens: row.try_get("tokens")?,
             planning_cursor: row.try_get("planning_cursor")?,
             planned_at: row.try_get("planned_at")?,
             idempotency_key: row.try_get("idempotency_key")?,

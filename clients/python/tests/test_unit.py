@@ -75,10 +75,12 @@ JOB = {
     "failed": 0,
     "skipped": 0,
     "deleted": 0,
+    "tokens": 0,
     "created_at": 1,
     "updated_at": 1,
     "planned": False,
     "done": 0,
+    "cost": 0.0,
 }
 ACCEPTED = {"job_id": JOB["id"], "status_url": "/v1/jobs/x", "state": "QUEUED", "created": True}
 

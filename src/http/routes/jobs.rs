@@ -262,6 +262,9 @@ pub struct JobView {
     planned: bool,
     /// Items with a final outcome so far.
     done: i64,
+    /// What the billed tokens cost at `embedding.price_per_million_tokens` (0 when no price is
+    /// set: the local model, or a price not configured).
+    cost: f64,
 }
 
 /// A job's state and counters.
@@ -291,14 +294,16 @@ pub async fn get_job(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-    Ok(Json(job.into()))
+    Ok(Json(JobView::new(job, &app)))
 }
 
-impl From<JobRecord> for JobView {
-    fn from(job: JobRecord) -> Self {
+impl JobView {
+    fn new(job: JobRecord, app: &AppState) -> Self {
+        let price = app.settings.embedding.price_per_million_tokens;
         Self {
             planned: job.planned_at.is_some(),
             done: job.done(),
+            cost: job.tokens as f64 / 1_000_000.0 * price,
             job,
         }
     }
@@ -375,7 +380,7 @@ pub async fn list_jobs(
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten();
     Ok(Json(JobList {
-        jobs: jobs.into_iter().map(JobView::from).collect(),
+        jobs: jobs.into_iter().map(|j| JobView::new(j, &app)).collect(),
         next_before,
     }))
 }
@@ -421,5 +426,5 @@ pub async fn cancel_job(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
     tracing::info!(job = %id, "job cancelled");
-    Ok(Json(job.into()))
+    Ok(Json(JobView::new(job, &app)))
 }

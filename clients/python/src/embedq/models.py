@@ -443,6 +443,9 @@ class JobRecord(Answer):
     #: Items deleted before the job reached them. Once the job ends,
     #: ``completed + failed + skipped + deleted == total``.
     deleted: int
+    #: Tokens the provider billed for the job's requests so far (its own count when it gives
+    #: one), every request paid for included, retried ones too.
+    tokens: int
     #: Where planning stands (internal).
     planning_cursor: str | None = None
     planned_at: int | None = None
@@ -476,6 +479,9 @@ class JobView(JobRecord):
     planned: bool
     #: Items with a final outcome so far (``completed + failed + skipped + deleted``).
     done: int
+    #: What :attr:`tokens` cost at the daemon's ``embedding.price_per_million_tokens`` (0 when
+    #: no price is set).
+    cost: float
 
     @property
     def is_final(self) -> bool:
