@@ -132,6 +132,7 @@ pub struct PlannerSettings {
     pub page_size: usize,
     pub task_size: usize,
     pub max_queued_tasks: u64,
+    pub interactive_max_items: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -142,6 +142,10 @@ enum JobsCommand {
         /// and make nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Which work is taken first: interactive, normal or bulk (default: a short list of
+        /// --items is interactive, any other job normal).
+        #[arg(long, value_parser = ["interactive", "normal", "bulk"], conflicts_with = "dry_run")]
+        priority: Option<String>,
     },
     /// List jobs, newest first.
     List {
@@ -152,6 +156,12 @@ enum JobsCommand {
     Watch { id: String },
     /// Cancel a job.
     Cancel { id: String },
+    /// Change a queued or running job's priority (its tasks planned from now on carry it).
+    Priority {
+        id: String,
+        #[arg(value_parser = ["interactive", "normal", "bulk"])]
+        priority: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -305,6 +315,7 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                     stale_model,
                     watch,
                     dry_run,
+                    priority,
                 } => {
                     let scope = if let Some(c) = context {
                         json!({"type": "context", "context_id": c})
@@ -324,7 +335,7 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                         println!("{}", jobs::estimate_lines(&estimate));
                         return Ok(ExitCode::SUCCESS);
                     }
-                    let id = jobs::create(&client, scope).await?;
+                    let id = jobs::create(&client, scope, priority.as_deref()).await?;
                     println!("{id}");
                     if watch {
                         return Ok(watched(jobs::watch(&client, &id).await?));
@@ -342,6 +353,10 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                     let job = client
                         .post(&format!("/v1/jobs/{id}/cancel"), &json!({}))
                         .await?;
+                    println!("{}", jobs::line(&job));
+                }
+                JobsCommand::Priority { id, priority } => {
+                    let job = jobs::set_priority(&client, &id, &priority).await?;
                     println!("{}", jobs::line(&job));
                 }
             }

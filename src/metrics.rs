@@ -77,41 +77,62 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
         };
-        let depths: Result<(u64, u64, u64, u64), redis::RedisError> = redis::pipe()
-            .cmd("XLEN")
-            .arg(keys.jobs_stream())
-            .cmd("XLEN")
-            .arg(keys.tasks_stream())
-            .cmd("ZCARD")
-            .arg(keys.retries())
-            .cmd("XLEN")
-            .arg(keys.dead_letters())
-            .query_async(&mut conn)
-            .await;
-        if let Ok((jobs, tasks, retry, dead)) = depths {
+        let streams = keys.tasks_streams();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XLEN").arg(keys.jobs_stream());
+        for stream in &streams {
+            pipe.cmd("XLEN").arg(stream);
+        }
+        pipe.cmd("ZCARD").arg(keys.retries());
+        pipe.cmd("XLEN").arg(keys.dead_letters());
+        let depths: Result<(u64, u64, u64, u64, u64, u64), redis::RedisError> =
+            pipe.query_async(&mut conn).await;
+        if let Ok((jobs, interactive, normal, bulk, retry, dead)) = depths {
             gauge(
                 "embedq_queue_depth",
-                "Entries waiting or in flight, by queue.",
+                "Entries waiting or in flight, by queue (tasks: every priority).",
                 vec![
                     ("{queue=\"jobs\"}".into(), jobs as f64),
-                    ("{queue=\"tasks\"}".into(), tasks as f64),
+                    (
+                        "{queue=\"tasks\"}".into(),
+                        (interactive + normal + bulk) as f64,
+                    ),
                     ("{queue=\"retry\"}".into(), retry as f64),
                     ("{queue=\"dead_letters\"}".into(), dead as f64),
                 ],
             );
+            gauge(
+                "embedq_tasks_queued",
+                "Task entries waiting or in flight, by priority.",
+                crate::domain::Priority::ALL
+                    .iter()
+                    .zip([interactive, normal, bulk])
+                    .map(|(p, n)| (format!("{{priority=\"{p}\"}}"), n as f64))
+                    .collect(),
+            );
         }
-        let pending: Result<redis::Value, redis::RedisError> = redis::cmd("XPENDING")
-            .arg(keys.tasks_stream())
-            .arg(crate::queue::PIPELINE_GROUP)
-            .query_async(&mut conn)
-            .await;
-        if let Ok(redis::Value::Array(parts)) = pending
-            && let Some(redis::Value::Int(n)) = parts.first()
-        {
+        let mut pending_total = Some(0i64);
+        for stream in &streams {
+            let pending: Result<redis::Value, redis::RedisError> = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(crate::queue::PIPELINE_GROUP)
+                .query_async(&mut conn)
+                .await;
+            pending_total = match (pending_total, pending) {
+                (Some(sum), Ok(redis::Value::Array(parts))) => match parts.first() {
+                    Some(redis::Value::Int(n)) => Some(sum + n),
+                    _ => None,
+                },
+                // A stream without its group yet holds nothing pending.
+                (Some(sum), Err(e)) if e.code() == Some("NOGROUP") => Some(sum),
+                _ => None,
+            };
+        }
+        if let Some(n) = pending_total {
             gauge(
                 "embedq_tasks_pending",
-                "Task entries delivered and not yet acknowledged.",
-                vec![(String::new(), *n as f64)],
+                "Task entries delivered and not yet acknowledged (every priority).",
+                vec![(String::new(), n as f64)],
             );
         }
         let budget: Result<(Option<f64>, Option<f64>), redis::RedisError> = redis::cmd("HMGET")

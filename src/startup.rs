@@ -198,27 +198,38 @@ fn wire(
     let policy = RetryPolicy::new(&settings.retry);
     let retries = RetrySet::new(backends.shared.clone(), &keys);
     let embedding = settings.pipeline.embed.then(|| -> Result<_, StartupError> {
-        Ok(EmbeddingChildren {
-            task_intake: IntakeArgs {
+        let [interactive, normal, bulk] = crate::domain::Priority::ALL.map(|priority| {
+            let stream = keys.tasks_stream(priority);
+            Ok::<_, StartupError>(IntakeArgs {
                 conn: backends.connections.blocking(block)?,
-                acker: acker(keys.tasks_stream(), PIPELINE_GROUP),
-                stream: keys.tasks_stream(),
+                acker: acker(stream.clone(), PIPELINE_GROUP),
+                stream,
                 group: PIPELINE_GROUP.into(),
                 consumer: consumer.to_owned(),
                 block,
                 visibility_timeout,
+                // Each priority has credits of its own: a bulk backlog held in memory
+                // never keeps an interactive task from being read.
                 credits: Arc::new(Semaphore::new(settings.queue.task_credits)),
                 max_batch: settings.queue.task_credits,
                 downstream: addresses.pool.clone(),
                 health: shared.task_intake.clone(),
                 gate: shared.gate.clone(),
-            },
+            })
+        });
+        Ok(EmbeddingChildren {
+            task_intakes: [interactive?, normal?, bulk?],
             pool: PoolArgs {
                 store: backends.store.clone(),
                 embedder: embedder.clone(),
                 policy,
                 model: settings.embedding.model.clone(),
                 truncate: settings.embedding.truncate,
+                max_request_tokens: crate::limiter::max_request_tokens(
+                    settings.rate_limit.requests_per_minute,
+                    settings.rate_limit.tokens_per_minute,
+                    settings.rate_limit.burst_seconds,
+                ),
                 workers: settings.pipeline.workers,
                 worker: WorkerArgs {
                     index: 0,
@@ -270,6 +281,7 @@ fn wire(
             ),
             dimension: backends.embedder.dimension(),
             generation: 1,
+            interactive_max_items: settings.planner.interactive_max_items,
         },
         reconciler: ReconcilerArgs {
             store: backends.store.clone(),

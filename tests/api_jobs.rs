@@ -183,7 +183,9 @@ async fn readiness_reports_each_backend(backend: Backend) {
     for role in [
         "job_intake",
         "planner",
+        "task_intake_interactive",
         "task_intake",
+        "task_intake_bulk",
         "embedding_pool",
         "worker-0",
         "rate_limiter",

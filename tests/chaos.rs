@@ -208,28 +208,31 @@ impl DaemonSetup {
         }
     }
 
-    /// Waits (at most `within`) until nothing is left on the tasks stream.
+    /// Waits (at most `within`) until nothing is left on any tasks stream.
     async fn wait_drained(&self, within: Duration) {
-        let stream = Keys::new(self.prefix.clone()).tasks_stream();
+        let streams = Keys::new(self.prefix.clone()).tasks_streams();
         let mut redis =
             redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap())
                 .await
                 .unwrap();
         let drained = wait_until(within, || {
             let mut redis = redis.clone();
-            let stream = stream.clone();
+            let streams = streams.clone();
             async move {
-                redis::cmd("XLEN")
-                    .arg(&stream)
-                    .query_async::<u64>(&mut redis)
-                    .await
-                    .unwrap()
-                    == 0
+                let mut left = 0u64;
+                for stream in &streams {
+                    left += redis::cmd("XLEN")
+                        .arg(stream)
+                        .query_async::<u64>(&mut redis)
+                        .await
+                        .unwrap();
+                }
+                left == 0
             }
         })
         .await;
         let _ = &mut redis;
-        assert!(drained, "the tasks stream did not drain within {within:?}");
+        assert!(drained, "the tasks streams did not drain within {within:?}");
     }
 
     /// The invariant check, once the daemon is gone (the vector files are one process's).
@@ -749,7 +752,7 @@ async fn malformed_task_entries_are_dead_lettered(backend: Backend) {
     app.seed_items("ctx", "it", 300).await;
     let job = context_job(&app).await;
     let mut redis = app.redis.clone();
-    let stream = app.keys.tasks_stream();
+    let stream = app.keys.tasks_stream(embedq::domain::Priority::Normal);
     for fields in [
         vec![("v", "1"), ("task", "not json")],
         vec![("v", "9"), ("task", "{}")],

@@ -120,7 +120,7 @@ async fn sigkill_mid_planning_plans_each_item_exactly_once(backend: Backend) {
         .unwrap();
     let ids = tasks_on_stream(
         &mut conn,
-        &embedq::queue::Keys::new(prefix.clone()).tasks_stream(),
+        &embedq::queue::Keys::new(prefix.clone()).tasks_stream(embedq::domain::Priority::Normal),
     )
     .await;
     assert_eq!(

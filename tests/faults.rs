@@ -370,7 +370,7 @@ async fn a_batch_outliving_the_visibility_timeout_keeps_its_claim(backend: Backe
     arm(&app, "embedding_worker:delay=3500ms@1");
     let job = context_job(&app).await;
     let mut redis = app.redis.clone();
-    let stream = app.keys.tasks_stream();
+    let stream = app.keys.tasks_stream(embedq::domain::Priority::Normal);
     // While the first task sleeps 3.5 visibility timeouts, a thief looks for idle entries.
     let started = Instant::now();
     let mut stolen = 0usize;

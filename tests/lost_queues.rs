@@ -191,7 +191,7 @@ async fn tasks_lost_while_the_epoch_stays(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut conn = app.redis.clone();
     let _: () = redis::cmd("DEL")
-        .arg(app.keys.tasks_stream())
+        .arg(&app.keys.tasks_streams()[..])
         .arg(app.keys.retries())
         .query_async(&mut conn)
         .await

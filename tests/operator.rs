@@ -286,6 +286,7 @@ async fn every_admin_route_needs_the_token(backend: Backend) {
         ("GET", "/v1/jobs"),
         ("POST", "/v1/jobs"),
         ("GET", "/v1/jobs/x"),
+        ("PATCH", "/v1/jobs/x"),
         ("POST", "/v1/jobs/x/cancel"),
         ("GET", "/v1/items/x"),
         ("DELETE", "/v1/items/x"),

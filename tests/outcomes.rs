@@ -34,6 +34,7 @@ async fn store_with_items(backend: Backend, n: usize) -> (TestDatabase, Store, J
             kind: JobKind::Embed,
             scope: JobScope::Context { context_id: ctx },
             model: MODEL.into(),
+            priority: embedq::domain::Priority::Normal,
             idempotency_key: None,
         })
         .await

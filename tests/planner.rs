@@ -24,6 +24,8 @@ async fn context_scope_plans_every_item_once_in_bounded_tasks(backend: Backend) 
         s.pipeline.embed = false;
         s.planner.page_size = 100;
         s.planner.task_size = 16;
+        // Nothing consumes the tasks here: room for all 66 of them.
+        s.planner.max_queued_tasks = 1_000;
     })
     .await;
     app.seed_items("ctx", "it", 1_050).await;
@@ -43,7 +45,7 @@ async fn context_scope_plans_every_item_once_in_bounded_tasks(backend: Backend) 
     assert_exactly_once(&ids, &expected);
 
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(app.keys.tasks_stream())
+        .arg(app.keys.tasks_stream(embedq::domain::Priority::Normal))
         .arg("-")
         .arg("+")
         .query_async(&mut app.redis.clone())
@@ -135,7 +137,7 @@ async fn every_scope_selects_its_items(backend: Backend) {
     ];
     for (scope, expected) in cases {
         redis::cmd("DEL")
-            .arg(app.keys.tasks_stream())
+            .arg(&app.keys.tasks_streams()[..])
             .query_async::<()>(&mut app.redis.clone())
             .await
             .unwrap();
@@ -170,7 +172,7 @@ async fn planning_waits_while_the_tasks_stream_is_full(backend: Backend) {
         .create_job(json!({"type": "context", "context_id": "ctx"}))
         .await;
     let mut conn = app.redis.clone();
-    let stream = app.keys.tasks_stream();
+    let stream = app.keys.tasks_stream(embedq::domain::Priority::Normal);
     assert!(
         wait_until(Duration::from_secs(10), || async {
             redis::cmd("XLEN")

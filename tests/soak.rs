@@ -128,6 +128,7 @@ fn main() {
 fn random_faults(rng: &mut StdRng, items: usize) -> String {
     const PANICKY: &[&str] = &[
         "task_intake",
+        "task_intake_interactive",
         "job_intake",
         "planner",
         "rate_limiter",
@@ -415,7 +416,7 @@ async fn run_round(number: u64, seed: u64, items: usize, backend: Backend) {
                 let n = rng.random_range(1..=3);
                 for i in 0..n {
                     let _: Result<String, _> = redis::cmd("XADD")
-                        .arg(keys.tasks_stream())
+                        .arg(keys.tasks_stream(embedq::domain::Priority::Normal))
                         .arg("*")
                         .arg("v")
                         .arg(if i % 2 == 0 { "1" } else { "7" })

@@ -83,6 +83,9 @@ pub struct PoolArgs {
     pub model: String,
     /// Cut inputs over the per-input token limit instead of failing them.
     pub truncate: bool,
+    /// The most tokens a request carries, whatever the provider allows
+    /// ([`crate::limiter::max_request_tokens`] of the rate budget).
+    pub max_request_tokens: usize,
     pub workers: usize,
     /// What every worker starts from (its index set per worker).
     pub worker: WorkerArgs,
@@ -228,6 +231,16 @@ impl PoolState {
                 e.progress.bill(share);
             }
         }
+    }
+
+    /// What one request may carry: the provider's limits, and no more tokens than the rate
+    /// budget takes smoothly.
+    fn request_limits(&self) -> crate::providers::RequestLimits {
+        let mut limits = self.args.embedder.embedder().limits();
+        limits.max_tokens_per_request = limits
+            .max_tokens_per_request
+            .min(self.args.max_request_tokens.max(1));
+        limits
     }
 
     fn apply(&mut self, in_flight: InFlight, actions: Vec<InputAction>) {
@@ -402,6 +415,8 @@ impl EmbeddingPool {
             let input_ref = InputRef {
                 task: entry.clone(),
                 index,
+                job: message.job_id,
+                priority: message.priority,
             };
             state
                 .pending
@@ -427,7 +442,7 @@ impl EmbeddingPool {
         {
             return;
         }
-        let limits = state.args.embedder.embedder().limits();
+        let limits = state.request_limits();
         let tokens = state.pending.next_request_tokens(limits).max(1) as u64;
         state.permit_asked = true;
         let embedder = state.args.embedder.clone();
@@ -446,7 +461,7 @@ impl EmbeddingPool {
         let Some(index) = state.idle_worker().filter(|_| state.sends_requests()) else {
             return;
         };
-        let limits = state.args.embedder.embedder().limits();
+        let limits = state.request_limits();
         let packed = state.pending.take_request(limits);
         if packed.inputs.is_empty() {
             return;

@@ -1,6 +1,13 @@
 //! Planner: expands a job's scope into task messages of bounded size, one keyset page per
 //! step, and records its cursor so a restart resumes planning instead of restarting it.
 //!
+//! It plans every job it holds at once, a page at a time in turn: each step takes the job of
+//! the highest priority whose tasks stream has room, and among those of one priority the one
+//! whose turn is oldest. So a job that arrives while a million-item job is being planned gets
+//! its first page within a step, and two jobs of one priority share the streams page for page.
+//! Each job's priority and state are read again every step: an operator's change of priority
+//! applies to the pages planned after it, and a cancelled job stops.
+//!
 //! Each page is written with its cursor by one atomic Redis script (see
 //! [`crate::queue::PlanScripts`]), so every item of a job is planned exactly once, across
 //! crashes and racing planners. Memory holds one page at a time, whatever the job's size;
@@ -8,10 +15,10 @@
 
 use super::reconcile_job::{self, Findings, ReconcileError, Reconciling};
 use crate::config::PlannerSettings;
-use crate::domain::{JobId, JobKind, JobScope};
+use crate::domain::{JobId, JobKind, JobScope, JobState, Priority};
 use crate::messages::{JobMessage, TaskItem, TaskMessage};
 use crate::point_sync::PointSync;
-use crate::queue::{Delivery, PagePlanned, PlanProgress, PlanScripts, QueueError};
+use crate::queue::{Delivery, PagePlanned, PageWrite, PlanProgress, PlanScripts, QueueError};
 use crate::retry::Backoff;
 use crate::store::{PlannedItem, Store, StoreError};
 use crate::vectors::VectorStore;
@@ -49,15 +56,20 @@ pub struct PlannerArgs {
     pub point_sync: PointSync,
     pub dimension: usize,
     pub generation: i64,
+    /// A job of scope `items` with at most this many ids is interactive unless it says otherwise.
+    pub interactive_max_items: usize,
 }
 
-/// The job being planned.
+/// A job being planned.
 struct Planning {
     delivery: Delivery<JobMessage>,
     job: JobId,
     kind: JobKind,
     scope: JobScope,
     model: String,
+    priority: Priority,
+    /// The planner's turn counter when this job last had a page planned (0: never).
+    last_turn: u64,
     progress: PlanProgress,
     /// The Redis epoch the job's pages are written in.
     epoch: String,
@@ -67,8 +79,12 @@ struct Planning {
 
 pub struct PlannerState {
     args: PlannerArgs,
+    /// Job entries not started yet, in arrival order.
     queue: VecDeque<Delivery<JobMessage>>,
-    current: Option<Planning>,
+    /// Jobs started and planned in turn.
+    active: Vec<Planning>,
+    /// Counts the pages planned; a job's `last_turn` is the count at its last page.
+    turn: u64,
     step_scheduled: bool,
     /// While steps fail (the database or Redis is down).
     failures: Backoff,
@@ -122,7 +138,7 @@ pub enum PlanError {
 }
 
 /// Ends a job's planning: its total is fixed, its Redis progress forgotten, its entry
-/// acknowledged. The caller drops it as the current job.
+/// acknowledged. The caller drops it from the active jobs.
 async fn finish(args: &PlannerArgs, planning: &mut Planning) -> Result<StepOutcome, PlanError> {
     let job = planning.job;
     let total = planning.progress.planned;
@@ -134,7 +150,7 @@ async fn finish(args: &PlannerArgs, planning: &mut Planning) -> Result<StepOutco
 }
 
 /// Redis lost its data while the job was planned: its entry went with the rest, and the
-/// reconciler enqueues the job again. The caller drops it as the current job.
+/// reconciler enqueues the job again. The caller drops it from the active jobs.
 fn epoch_changed(job: JobId) -> StepOutcome {
     tracing::warn!(%job, "Redis lost its data while planning this job; the reconciler plans it again");
     StepOutcome::Skipped {
@@ -148,7 +164,7 @@ fn step_failures() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-const THROTTLE_WAIT: Duration = Duration::from_millis(200);
+const THROTTLE_WAIT: Duration = Duration::from_millis(100);
 
 pub struct Planner;
 
@@ -166,99 +182,147 @@ impl Planner {
     }
 
     fn holds(state: &PlannerState, entry_id: &str) -> bool {
-        state
-            .current
-            .as_ref()
-            .is_some_and(|p| p.delivery.entry_id == entry_id)
+        state.active.iter().any(|p| p.delivery.entry_id == entry_id)
             || state.queue.iter().any(|d| d.entry_id == entry_id)
     }
+}
+
+/// The job whose page is planned next, as an index into `jobs`: of the highest priority whose
+/// stream has room (`waiting` tasks of each priority, in [`Priority::ALL`]'s order, below
+/// `max_waiting`), the one whose last turn is oldest. `None` when every stream that a job
+/// needs is full.
+fn next_turn(jobs: &[(Priority, u64)], waiting: [u64; 3], max_waiting: u64) -> Option<usize> {
+    jobs.iter()
+        .enumerate()
+        .filter(|(_, (priority, _))| waiting[priority.rank()] < max_waiting)
+        .min_by_key(|(i, (priority, last_turn))| (*priority, *last_turn, *i))
+        .map(|(i, _)| i)
+}
+
+/// Starts planning the job of the oldest entry not started yet: records a producer's job,
+/// skips what needs no planning, or makes it active at its recorded progress.
+async fn start_next(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
+    let args = &state.args;
+    let Some(delivery) = state.queue.front() else {
+        return Ok(StepOutcome::Idle);
+    };
+    let job_id = delivery.message.job_id;
+    tracing::Span::current().record("job", tracing::field::display(job_id));
+    let job = match (args.store.get_job(job_id).await?, &delivery.message.scope) {
+        (None, Some(scope)) => {
+            let priority = delivery
+                .message
+                .priority
+                .unwrap_or_else(|| scope.default_priority(args.interactive_max_items));
+            Some(
+                args.store
+                    .record_job_from_stream(job_id, scope, &args.model, priority)
+                    .await?,
+            )
+        }
+        (job, _) => job,
+    };
+    let reason = match job {
+        None => "unknown job",
+        Some(job) if job.state.is_final() => "job already final",
+        Some(job) if job.planned_at.is_some() => "job already planned",
+        Some(mut job) => {
+            // Pages planned in another epoch lived in a Redis that forgot them: plan the
+            // job again from its first item (what is final stays counted).
+            let epoch = args.scripts.epoch().await?;
+            let recorded = args.store.job_epoch(job_id).await?;
+            if job.planning_cursor.is_some() && recorded.as_deref() != Some(epoch.as_str()) {
+                tracing::warn!(job = %job_id, "Redis lost this job's planning; planning it again from the start");
+                args.store.restart_planning(job_id, &epoch).await?;
+                job.planning_cursor = None;
+                job.total = 0;
+            }
+            args.store.mark_job_running(job_id, &epoch).await?;
+            let progress = args
+                .scripts
+                .progress(job_id, job.planning_cursor.as_deref(), job.total)
+                .await?;
+            let delivery = state.queue.pop_front().expect("front exists");
+            let planned = progress.planned;
+            state.active.push(Planning {
+                delivery,
+                job: job_id,
+                kind: job.kind,
+                scope: job.scope,
+                model: job.model,
+                priority: job.priority,
+                last_turn: 0,
+                progress,
+                epoch,
+                findings: Findings::from_result(job.result.as_ref()),
+            });
+            return Ok(StepOutcome::Started {
+                job: job_id,
+                planned,
+            });
+        }
+    };
+    delivery.ack().await?;
+    state.queue.pop_front();
+    Ok(StepOutcome::Skipped {
+        job: job_id,
+        reason,
+    })
 }
 
 /// One step of planning; the actor only schedules the next one. Tested below without the
 /// actor runtime.
 #[tracing::instrument(name = "planner.step", skip_all, fields(job))]
 async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
-    let args = &state.args;
-    let Some(planning) = state.current.as_mut() else {
-        let Some(delivery) = state.queue.front() else {
-            return Ok(StepOutcome::Idle);
+    if !state.queue.is_empty() {
+        return start_next(state).await;
+    }
+    if state.active.is_empty() {
+        return Ok(StepOutcome::Idle);
+    }
+    // What the operator may have changed since the last step: priorities, cancellations.
+    let ids: Vec<JobId> = state.active.iter().map(|p| p.job).collect();
+    let views = state.args.store.planning_views(&ids).await?;
+    for (id, job_state, priority) in views {
+        let Some(index) = state.active.iter().position(|p| p.job == id) else {
+            continue;
         };
-        let job_id = delivery.message.job_id;
-        tracing::Span::current().record("job", tracing::field::display(job_id));
-        let job = match (args.store.get_job(job_id).await?, &delivery.message.scope) {
-            (None, Some(scope)) => Some(
-                args.store
-                    .record_job_from_stream(job_id, scope, &args.model)
-                    .await?,
-            ),
-            (job, _) => job,
-        };
-        let outcome = match job {
-            None => Some("unknown job"),
-            Some(job) if job.state.is_final() => Some("job already final"),
-            Some(job) if job.planned_at.is_some() => Some("job already planned"),
-            Some(mut job) => {
-                // Pages planned in another epoch lived in a Redis that forgot them: plan the
-                // job again from its first item (what is final stays counted).
-                let epoch = args.scripts.epoch().await?;
-                let recorded = args.store.job_epoch(job_id).await?;
-                if job.planning_cursor.is_some() && recorded.as_deref() != Some(epoch.as_str()) {
-                    tracing::warn!(job = %job_id, "Redis lost this job's planning; planning it again from the start");
-                    args.store.restart_planning(job_id, &epoch).await?;
-                    job.planning_cursor = None;
-                    job.total = 0;
-                }
-                args.store.mark_job_running(job_id, &epoch).await?;
-                let progress = args
-                    .scripts
-                    .progress(job_id, job.planning_cursor.as_deref(), job.total)
-                    .await?;
-                let delivery = state.queue.pop_front().expect("front exists");
-                let planned = progress.planned;
-                state.current = Some(Planning {
-                    delivery,
-                    job: job_id,
-                    kind: job.kind,
-                    scope: job.scope,
-                    model: job.model,
-                    progress,
-                    epoch,
-                    findings: Findings::from_result(job.result.as_ref()),
-                });
-                return Ok(StepOutcome::Started {
-                    job: job_id,
-                    planned,
-                });
-            }
-        };
-        let reason = outcome.expect("handled above");
-        delivery.ack().await?;
-        state.queue.pop_front();
-        return Ok(StepOutcome::Skipped {
-            job: job_id,
-            reason,
-        });
-    };
-    tracing::Span::current().record("job", tracing::field::display(planning.job));
-
-    if args.store.job_state(planning.job).await? == Some(crate::domain::JobState::Cancelled) {
-        let job = planning.job;
-        args.store
-            .finish_planning(job, planning.progress.planned)
-            .await?;
-        args.scripts.forget(job).await?;
-        planning.delivery.ack().await?;
-        state.current = None;
-        tracing::info!(%job, "job cancelled; planning stopped");
-        return Ok(StepOutcome::Skipped {
-            job,
-            reason: "job cancelled",
-        });
+        if job_state == JobState::Cancelled {
+            let args = &state.args;
+            let planning = &state.active[index];
+            args.store
+                .finish_planning(id, planning.progress.planned)
+                .await?;
+            args.scripts.forget(id).await?;
+            planning.delivery.ack().await?;
+            state.active.remove(index);
+            tracing::info!(job = %id, "job cancelled; planning stopped");
+            return Ok(StepOutcome::Skipped {
+                job: id,
+                reason: "job cancelled",
+            });
+        }
+        if state.active[index].priority != priority {
+            tracing::info!(job = %id, from = %state.active[index].priority, to = %priority, "job priority changed");
+            state.active[index].priority = priority;
+        }
     }
 
-    if args.scripts.queued_tasks().await? >= args.settings.max_queued_tasks {
+    let waiting = state.args.scripts.waiting_tasks().await?;
+    let turns: Vec<(Priority, u64)> = state
+        .active
+        .iter()
+        .map(|p| (p.priority, p.last_turn))
+        .collect();
+    let Some(index) = next_turn(&turns, waiting, state.args.settings.max_queued_tasks) else {
         return Ok(StepOutcome::Throttled);
-    }
+    };
+    state.turn += 1;
+    let turn = state.turn;
+    let args = &state.args;
+    let planning = &mut state.active[index];
+    planning.last_turn = turn;
+    tracing::Span::current().record("job", tracing::field::display(planning.job));
 
     let job = planning.job;
     let page = match planning.kind {
@@ -307,7 +371,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
     };
     let Some(next_cursor) = page.next_cursor else {
         let outcome = finish(args, planning).await?;
-        state.current = None;
+        state.active.remove(index);
         return Ok(outcome);
     };
 
@@ -330,6 +394,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                     .collect(),
                 isolated: false,
                 reembed: page.reembed,
+                priority: planning.priority,
             };
             task.payload()
         })
@@ -340,14 +405,15 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
     args.store.insert_membership(job, &page.items).await?;
     let written = args
         .scripts
-        .write_page(
+        .write_page(&PageWrite {
             job,
-            &planning.epoch,
-            planning.progress.cursor.as_deref(),
-            &next_cursor,
+            priority: planning.priority,
+            epoch: &planning.epoch,
+            expected: planning.progress.cursor.as_deref(),
+            next_cursor: &next_cursor,
             planned_after,
-            &tasks,
-        )
+            tasks: &tasks,
+        })
         .await?;
     match written {
         PagePlanned::Written => {
@@ -379,7 +445,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
             })
         }
         PagePlanned::EpochChanged => {
-            state.current = None;
+            state.active.remove(index);
             Ok(epoch_changed(job))
         }
     }
@@ -400,7 +466,8 @@ impl Actor for Planner {
         Ok(PlannerState {
             args,
             queue: VecDeque::new(),
-            current: None,
+            active: Vec::new(),
+            turn: 0,
             step_scheduled: false,
             failures: step_failures(),
             keep_alive: Some(keep_alive),
@@ -456,14 +523,15 @@ impl Actor for Planner {
                 }
             }
             PlannerMsg::KeepAlive => {
-                let mut held: Vec<String> =
-                    state.queue.iter().map(|d| d.entry_id.clone()).collect();
-                if let Some(p) = &state.current {
-                    held.push(p.delivery.entry_id.clone());
-                }
+                let held: Vec<String> = state
+                    .queue
+                    .iter()
+                    .map(|d| d.entry_id.clone())
+                    .chain(state.active.iter().map(|p| p.delivery.entry_id.clone()))
+                    .collect();
                 let Some(acker) = state
-                    .current
-                    .as_ref()
+                    .active
+                    .first()
                     .map(|p| p.delivery.acker.clone())
                     .or_else(|| state.queue.front().map(|d| d.acker.clone()))
                 else {
@@ -476,14 +544,10 @@ impl Actor for Planner {
                             "job entries were claimed by another consumer; leaving them to it"
                         );
                         state.queue.retain(|d| !lost.contains(&d.entry_id));
-                        if state
-                            .current
-                            .as_ref()
-                            .is_some_and(|p| lost.contains(&p.delivery.entry_id))
-                        {
-                            state.current = None;
-                            Self::schedule_step(&myself, state, Duration::ZERO);
-                        }
+                        state
+                            .active
+                            .retain(|p| !lost.contains(&p.delivery.entry_id));
+                        Self::schedule_step(&myself, state, Duration::ZERO);
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "could not renew job claims"),
@@ -534,6 +598,7 @@ mod tests {
                     page_size,
                     task_size,
                     max_queued_tasks,
+                    interactive_max_items: 100,
                 },
                 model: "m".into(),
                 visibility_timeout: Duration::from_secs(30),
@@ -541,9 +606,11 @@ mod tests {
                 point_sync: crate::point_sync::PointSync::new(store.clone(), vectors),
                 dimension: 384,
                 generation: 1,
+                interactive_max_items: 100,
             },
             queue: VecDeque::new(),
-            current: None,
+            active: Vec::new(),
+            turn: 0,
             step_scheduled: false,
             failures: step_failures(),
             keep_alive: None,
@@ -577,6 +644,10 @@ mod tests {
         }
 
         async fn job(&self, context: &str) -> JobId {
+            self.job_of(context, Priority::Normal).await
+        }
+
+        async fn job_of(&self, context: &str, priority: Priority) -> JobId {
             let scope = JobScope::Context {
                 context_id: ContextId::parse(context).unwrap(),
             };
@@ -585,6 +656,7 @@ mod tests {
                 kind: JobKind::Embed,
                 scope,
                 model: "m".into(),
+                priority,
                 idempotency_key: None,
             };
             self.store().create_job(new).await.unwrap().job.id
@@ -609,8 +681,12 @@ mod tests {
         }
 
         async fn tasks(&self) -> Vec<TaskMessage> {
+            self.tasks_of(Priority::Normal).await
+        }
+
+        async fn tasks_of(&self, priority: Priority) -> Vec<TaskMessage> {
             let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-                .arg(self.keys.tasks_stream())
+                .arg(self.keys.tasks_stream(priority))
                 .arg("-")
                 .arg("+")
                 .query_async(&mut self.redis.clone())
@@ -765,17 +841,19 @@ mod tests {
                 .collect(),
             isolated: false,
             reembed: false,
+            priority: Priority::Normal,
         };
         let epoch = scripts.epoch().await.unwrap();
         let written = scripts
-            .write_page(
+            .write_page(&PageWrite {
                 job,
-                &epoch,
-                Some("ctx-0009"),
-                "ctx-0019",
-                20,
-                &[theirs.payload()],
-            )
+                priority: Priority::Normal,
+                epoch: &epoch,
+                expected: Some("ctx-0009"),
+                next_cursor: "ctx-0019",
+                planned_after: 20,
+                tasks: &[theirs.payload()],
+            })
             .await
             .unwrap();
         assert_eq!(written, PagePlanned::Written);
@@ -807,6 +885,115 @@ mod tests {
             step(&mut b.state).await.unwrap(),
             StepOutcome::Finished { job, total: 30 }
         );
+        b.clean().await;
+    }
+
+    #[test]
+    fn the_next_turn_is_the_highest_priority_with_room_then_the_oldest_turn() {
+        use Priority::*;
+        let room = [0, 0, 0];
+        // Two normal jobs take turns; a bulk job waits while they have room.
+        assert_eq!(
+            next_turn(&[(Normal, 3), (Normal, 2), (Bulk, 0)], room, 10),
+            Some(1)
+        );
+        assert_eq!(
+            next_turn(&[(Normal, 3), (Normal, 4), (Bulk, 0)], room, 10),
+            Some(0)
+        );
+        // An interactive job goes first, whatever the turns.
+        assert_eq!(
+            next_turn(&[(Normal, 0), (Interactive, 9)], room, 10),
+            Some(1)
+        );
+        // A full stream passes the turn to the next priority; all full: nothing.
+        assert_eq!(
+            next_turn(&[(Normal, 0), (Bulk, 5)], [0, 10, 0], 10),
+            Some(1)
+        );
+        assert_eq!(next_turn(&[(Normal, 0), (Bulk, 5)], [0, 10, 10], 10), None);
+        assert_eq!(next_turn(&[], room, 10), None);
+    }
+
+    #[tokio::test]
+    async fn jobs_are_planned_in_turn_and_an_interactive_one_first() {
+        let mut b = bench(10, 10, 1_000).await;
+        b.seed("big", 40).await;
+        b.seed("small", 20).await;
+        b.seed("edit", 5).await;
+        let big = b.job("big").await;
+        let small = b.job("small").await;
+        b.deliver(JobMessage::recorded(big));
+        b.deliver(JobMessage::recorded(small));
+        assert!(
+            matches!(step(&mut b.state).await.unwrap(), StepOutcome::Started { job, .. } if job == big)
+        );
+        assert!(
+            matches!(step(&mut b.state).await.unwrap(), StepOutcome::Started { job, .. } if job == small)
+        );
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            match step(&mut b.state).await.unwrap() {
+                StepOutcome::Page { job, .. } => order.push(job),
+                other => panic!("a page: {other:?}"),
+            }
+        }
+        assert_eq!(order, [big, small, big], "one page each in turn");
+        // An interactive job arrives: it is started, then planned before anything else.
+        let edit = b.job_of("edit", Priority::Interactive).await;
+        b.deliver(JobMessage::recorded(edit));
+        assert!(
+            matches!(step(&mut b.state).await.unwrap(), StepOutcome::Started { job, .. } if job == edit)
+        );
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Page {
+                job: edit,
+                items: 5,
+                stale: false
+            }
+        );
+        assert_eq!(
+            step(&mut b.state).await.unwrap(),
+            StepOutcome::Finished {
+                job: edit,
+                total: 5
+            }
+        );
+        let interactive = b.tasks_of(Priority::Interactive).await;
+        assert_eq!(interactive.len(), 1);
+        assert!(
+            interactive
+                .iter()
+                .all(|t| t.job_id == edit && t.priority == Priority::Interactive)
+        );
+        // An operator lowers the big job to bulk: its next pages go to the bulk stream.
+        b.store()
+            .set_job_priority(big, Priority::Bulk)
+            .await
+            .unwrap();
+        let mut finished = Vec::new();
+        for _ in 0..8 {
+            match step(&mut b.state).await.unwrap() {
+                StepOutcome::Finished { job, .. } => finished.push(job),
+                StepOutcome::Idle => break,
+                _ => {}
+            }
+        }
+        assert_eq!(
+            finished,
+            [small, big],
+            "the normal job ends before the bulk one"
+        );
+        let bulk = b.tasks_of(Priority::Bulk).await;
+        assert_eq!(bulk.len(), 2, "the big job's last two pages: {bulk:?}");
+        assert!(
+            bulk.iter()
+                .all(|t| t.job_id == big && t.priority == Priority::Bulk)
+        );
+        let normal = b.tasks().await;
+        assert_eq!(normal.iter().filter(|t| t.job_id == big).count(), 2);
+        assert_eq!(normal.iter().filter(|t| t.job_id == small).count(), 2);
         b.clean().await;
     }
 }

@@ -130,14 +130,15 @@ async fn replan(
     epoch: &str,
 ) -> Result<Replanned, ReconcileError> {
     let mut progress = args.scripts.replan_progress(job).await?;
+    let record = args.store.get_job(job).await?;
     // A reconcile job's items are embedded again even though SQL says they are up to date.
-    let reembed = args
-        .store
-        .get_job(job)
-        .await?
+    let reembed = record
+        .as_ref()
         .is_some_and(|j| j.kind == crate::domain::JobKind::Reconcile);
+    // The tasks keep the job's priority.
+    let priority = record.map(|j| j.priority).unwrap_or_default();
     loop {
-        if args.scripts.queued_tasks().await? >= args.max_queued_tasks {
+        if args.scripts.waiting_tasks().await?[priority.rank()] >= args.max_queued_tasks {
             return Ok(Replanned::Throttled);
         }
         let cursor = progress
@@ -169,6 +170,7 @@ async fn replan(
                         .collect(),
                     isolated: false,
                     reembed,
+                    priority,
                 }
                 .payload()
             })
@@ -176,7 +178,15 @@ async fn replan(
         let after = progress.planned + page.len() as i64;
         match args
             .scripts
-            .write_replan_page(job, epoch, progress.cursor.as_deref(), &next, after, &tasks)
+            .write_replan_page(&crate::queue::PageWrite {
+                job,
+                priority,
+                epoch,
+                expected: progress.cursor.as_deref(),
+                next_cursor: &next,
+                planned_after: after,
+                tasks: &tasks,
+            })
             .await?
         {
             PagePlanned::Written => {

@@ -2,7 +2,7 @@
 //! one of them fails. A failed child is restarted alone, after the backoff of its
 //! [`RestartBudget`], its [`Address`] emptied meanwhile, and whoever depended on its in-flight
 //! work is told: a restarted planner gets the job intake's pending entries again; a restarted
-//! pool or status writer gets the tasks intake's. (The embedding workers are the pool's
+//! pool or status writer gets every tasks intake's (one per priority). (The embedding workers are the pool's
 //! children: it restarts them itself.) A spent budget escalates: the daemon stops with an
 //! error so its orchestrator restarts it, instead of looping.
 //!
@@ -20,6 +20,7 @@ use super::status_writer::{StatusMsg, StatusWriter, StatusWriterArgs};
 use super::supervision_report::SupervisionReport;
 use super::vector_writer::{VectorWriter, VectorWriterArgs, VectorWriterMsg};
 use crate::config::SupervisionSettings;
+use crate::domain::Priority;
 use crate::events::EventBus;
 use crate::gate::PipelineGate;
 use crate::messages::{JobMessage, TaskMessage};
@@ -42,7 +43,8 @@ pub enum ChildRole {
     RetryScheduler,
     Planner,
     Reconciler,
-    TaskIntake,
+    /// The intake of one priority's tasks stream.
+    TaskIntake(Priority),
     JobIntake,
 }
 
@@ -58,7 +60,9 @@ impl ChildRole {
             Self::RetryScheduler => "retry_scheduler",
             Self::Planner => "planner",
             Self::Reconciler => "reconciler",
-            Self::TaskIntake => "task_intake",
+            Self::TaskIntake(Priority::Interactive) => "task_intake_interactive",
+            Self::TaskIntake(Priority::Normal) => "task_intake",
+            Self::TaskIntake(Priority::Bulk) => "task_intake_bulk",
             Self::JobIntake => "job_intake",
         }
     }
@@ -68,7 +72,8 @@ impl ChildRole {
 #[derive(Clone)]
 pub struct Addresses {
     pub job_intake: Address<IntakeMsg>,
-    pub task_intake: Address<IntakeMsg>,
+    /// One per priority, in [`Priority::ALL`]'s order.
+    pub task_intakes: [Address<IntakeMsg>; 3],
     pub planner: Address<PlannerMsg>,
     pub pool: Address<PoolMsg>,
     pub rate_limiter: Address<RateLimiterMsg>,
@@ -81,7 +86,11 @@ impl Default for Addresses {
     fn default() -> Self {
         Self {
             job_intake: Address::new("job intake"),
-            task_intake: Address::new("tasks intake"),
+            task_intakes: [
+                Address::new("interactive tasks intake"),
+                Address::new("tasks intake"),
+                Address::new("bulk tasks intake"),
+            ],
             planner: Address::new("planner"),
             pool: Address::new("embedding pool"),
             rate_limiter: Address::new("rate limiter"),
@@ -101,7 +110,7 @@ impl Addresses {
             ChildRole::Pool => self.pool.clear(),
             ChildRole::RetryScheduler => self.retry_scheduler.clear(),
             ChildRole::Planner => self.planner.clear(),
-            ChildRole::TaskIntake => self.task_intake.clear(),
+            ChildRole::TaskIntake(p) => self.task_intakes[p.rank()].clear(),
             ChildRole::JobIntake => self.job_intake.clear(),
             // Nobody sends to it.
             ChildRole::Reconciler => {}
@@ -125,7 +134,8 @@ pub struct Children {
 
 #[derive(Clone)]
 pub struct EmbeddingChildren {
-    pub task_intake: IntakeArgs<PoolMsg>,
+    /// One intake per priority, in [`Priority::ALL`]'s order.
+    pub task_intakes: [IntakeArgs<PoolMsg>; 3],
     pub pool: PoolArgs,
     pub status_writer: StatusWriterArgs,
     pub retries: RetrySet,
@@ -144,7 +154,7 @@ impl Children {
         }
         roles.extend([ChildRole::Planner, ChildRole::Reconciler]);
         if self.embedding.is_some() {
-            roles.push(ChildRole::TaskIntake);
+            roles.extend(Priority::ALL.map(ChildRole::TaskIntake));
         }
         roles.push(ChildRole::JobIntake);
         roles
@@ -154,7 +164,7 @@ impl Children {
     fn ackers(&self) -> Vec<&StreamAcker> {
         let mut ackers = vec![&self.job_intake.acker];
         if let Some(e) = &self.embedding {
-            ackers.push(&e.task_intake.acker);
+            ackers.extend(e.task_intakes.iter().map(|i| &i.acker));
         }
         ackers
     }
@@ -243,11 +253,11 @@ impl Supervisor {
                     Actor::spawn_linked(name, Reconciler, c.reconciler.clone(), me).await?;
                 actor.get_cell()
             }
-            ChildRole::TaskIntake => {
-                let args = embedding()?.task_intake.clone();
+            ChildRole::TaskIntake(priority) => {
+                let args = embedding()?.task_intakes[priority.rank()].clone();
                 let intake = Intake::<TaskMessage, PoolMsg>::default();
                 let (actor, _) = Actor::spawn_linked(name, intake, args, me).await?;
-                a.task_intake.set(actor.clone());
+                a.task_intakes[priority.rank()].set(actor.clone());
                 actor.get_cell()
             }
             ChildRole::JobIntake => {
@@ -318,12 +328,14 @@ impl Supervisor {
     /// Tells whoever relied on the restarted actor's in-flight work to send it again.
     fn after_restart(state: &SupervisorState, role: ChildRole) {
         let a = &state.args.addresses;
-        let intake = match role {
-            ChildRole::Planner => &a.job_intake,
-            ChildRole::Pool | ChildRole::StatusWriter => &a.task_intake,
+        let intakes: Vec<&Address<IntakeMsg>> = match role {
+            ChildRole::Planner => vec![&a.job_intake],
+            ChildRole::Pool | ChildRole::StatusWriter => a.task_intakes.iter().collect(),
             _ => return,
         };
-        let _ = intake.cast(IntakeMsg::Redeliver);
+        for intake in intakes {
+            let _ = intake.cast(IntakeMsg::Redeliver);
+        }
     }
 
     /// Stops one child within `wait`; says so when it did not stop in time.
@@ -362,7 +374,9 @@ impl Supervisor {
         let started = Instant::now();
         for role in [
             ChildRole::JobIntake,
-            ChildRole::TaskIntake,
+            ChildRole::TaskIntake(Priority::Interactive),
+            ChildRole::TaskIntake(Priority::Normal),
+            ChildRole::TaskIntake(Priority::Bulk),
             ChildRole::Reconciler,
             ChildRole::Planner,
         ] {

@@ -67,6 +67,14 @@ impl AdminClient {
         .await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(
+            self.request(reqwest::Method::PATCH, path).json(body),
+            &format!("PATCH {path}"),
+        )
+        .await
+    }
+
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
         self.send(
             self.request(reqwest::Method::DELETE, path),

@@ -1,4 +1,4 @@
-//! `embedq jobs create|list|watch|cancel` and `embedq reconcile`. `watch` follows a job until
+//! `embedq jobs create|list|watch|cancel|priority` and `embedq reconcile`. `watch` follows a job until
 //! it ends, with a live bar (rate and ETA) on a terminal and one plain line per second
 //! otherwise; `create --dry-run` prints what a job would cost.
 
@@ -12,8 +12,16 @@ pub fn is_final(state: &str) -> bool {
     matches!(state, "COMPLETED" | "FAILED" | "CANCELLED")
 }
 
-pub async fn create(client: &AdminClient, scope: Value) -> anyhow::Result<String> {
-    let answer = client.post("/v1/jobs", &json!({"scope": scope})).await?;
+pub async fn create(
+    client: &AdminClient,
+    scope: Value,
+    priority: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut body = json!({"scope": scope});
+    if let Some(priority) = priority {
+        body["priority"] = json!(priority);
+    }
+    let answer = client.post("/v1/jobs", &body).await?;
     Ok(answer["job_id"].as_str().unwrap_or_default().to_owned())
 }
 
@@ -74,11 +82,19 @@ pub async fn list(client: &AdminClient, state: Option<&str>) -> anyhow::Result<V
     Ok(answer["jobs"].as_array().cloned().unwrap_or_default())
 }
 
+/// Changes a job's priority (`PATCH /v1/jobs/{id}`); returns the job.
+pub async fn set_priority(client: &AdminClient, id: &str, priority: &str) -> anyhow::Result<Value> {
+    client
+        .patch(&format!("/v1/jobs/{id}"), &json!({"priority": priority}))
+        .await
+}
+
 pub fn line(job: &Value) -> String {
     format!(
-        "{}  {:<9}  {}/{} done (completed {}, skipped {}, failed {})  {}  scope {}",
+        "{}  {:<9}  {:<11}  {}/{} done (completed {}, skipped {}, failed {})  {}  scope {}",
         job["id"].as_str().unwrap_or("?"),
         job["state"].as_str().unwrap_or("?"),
+        job["priority"].as_str().unwrap_or("?"),
         job["done"],
         job["total"],
         job["completed"],

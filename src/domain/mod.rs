@@ -4,12 +4,14 @@
 mod content;
 mod ids;
 mod metadata;
+mod priority;
 mod scope;
 mod status;
 
 pub use content::{ContentHash, ItemContent};
 pub use ids::{ContextId, ItemId, JobId};
 pub use metadata::{FieldFilter, FilterValue, Metadata, MetadataFilter};
+pub use priority::Priority;
 pub use scope::JobScope;
 pub use status::{ItemStatus, JobKind, JobState};
 

@@ -50,6 +50,17 @@ impl JobScope {
         Ok(scope)
     }
 
+    /// The priority of a job over this scope when its caller names none: a short list of
+    /// items (someone edited them and waits) is interactive, anything else normal.
+    pub fn default_priority(&self, interactive_max_items: usize) -> super::Priority {
+        match self {
+            Self::Items { item_ids } if item_ids.len() <= interactive_max_items => {
+                super::Priority::Interactive
+            }
+            _ => super::Priority::Normal,
+        }
+    }
+
     /// Sorts and de-duplicates an explicit list of ids (the planner pages through it in order).
     pub fn normalise(&mut self) {
         if let Self::Items { item_ids } = self {

@@ -188,6 +188,7 @@ pub(crate) mod tests {
                 })
                 .collect(),
             isolated: false,
+            priority: Default::default(),
             reembed: false,
         }
     }

@@ -46,6 +46,8 @@ pub struct TaskProgress {
     crash_retries: Vec<(TaskMessage, Duration)>,
     /// The task's retries embed even up-to-date items, as it does.
     reembed: bool,
+    /// The task's priority, kept by its retries.
+    priority: crate::domain::Priority,
     /// Tokens the provider billed for this task's inputs so far (its share of each request).
     billed_tokens: u64,
 }
@@ -68,6 +70,7 @@ impl TaskProgress {
             crashed: HashSet::new(),
             crash_retries: Vec::new(),
             reembed: task.reembed,
+            priority: task.priority,
             billed_tokens: 0,
         }
     }
@@ -118,6 +121,7 @@ impl TaskProgress {
                                 }],
                                 isolated: true,
                                 reembed: self.reembed,
+                                priority: self.priority,
                             },
                             after,
                         ));
@@ -183,6 +187,7 @@ impl TaskProgress {
                     items,
                     isolated: false,
                     reembed: self.reembed,
+                    priority: self.priority,
                 },
                 wait,
             ));
@@ -234,6 +239,7 @@ mod tests {
             items: vec![],
             isolated: false,
             reembed: false,
+            priority: crate::domain::Priority::Bulk,
         }
     }
 
@@ -301,12 +307,18 @@ mod tests {
             .collect();
         assert_eq!(items, [("flaky", 2), ("paused", 2)]);
         assert!(!retry.isolated);
+        assert_eq!(
+            retry.priority,
+            crate::domain::Priority::Bulk,
+            "a retry keeps its priority"
+        );
         assert!(
             *wait >= Duration::from_secs(5),
             "the provider's wait wins: {wait:?}"
         );
         let (alone, _) = &s.retries[1];
         assert!(alone.isolated);
+        assert_eq!(alone.priority, crate::domain::Priority::Bulk);
         assert_eq!(
             alone.items,
             [TaskItem {

@@ -2,16 +2,19 @@
 //! the outcome of one request means for each of its inputs.
 
 use super::progress::InputResult;
-use crate::domain::{ContentHash, ContextId, ItemId};
+use crate::domain::{ContentHash, ContextId, ItemId, JobId, Priority};
 use crate::providers::{ProviderError, RequestLimits};
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Which input of which held task: the task's stream entry id and the input's index in it.
+/// Which input of which held task: the task's stream entry id and the input's index in it,
+/// and the task's job and priority (which queue it waits in).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InputRef {
     pub task: String,
     pub index: usize,
+    pub job: JobId,
+    pub priority: Priority,
 }
 
 /// A set of inputs that must travel together in a request of their own (the half of a
@@ -25,10 +28,49 @@ struct Waiting {
     group: Group,
 }
 
-/// Inputs waiting for a request, oldest first, whichever task they belong to.
+/// The inputs of one priority: a queue per job, oldest first, and the jobs in a ring whose
+/// front is served first.
+#[derive(Debug, Default)]
+struct JobRing {
+    jobs: VecDeque<(JobId, VecDeque<Waiting>)>,
+}
+
+impl JobRing {
+    /// The job's queue; `at_front` also puts the job at the front of the ring (a request
+    /// made again goes next).
+    fn queue(&mut self, job: JobId, at_front: bool) -> &mut VecDeque<Waiting> {
+        let index = match self.jobs.iter().position(|(j, _)| *j == job) {
+            Some(index) if at_front && index > 0 => {
+                let entry = self.jobs.remove(index).expect("index in range");
+                self.jobs.push_front(entry);
+                0
+            }
+            Some(index) => index,
+            None if at_front => {
+                self.jobs.push_front((job, VecDeque::new()));
+                0
+            }
+            None => {
+                self.jobs.push_back((job, VecDeque::new()));
+                self.jobs.len() - 1
+            }
+        };
+        &mut self.jobs[index].1
+    }
+
+    fn front(&self) -> Option<&Waiting> {
+        self.jobs.front().and_then(|(_, q)| q.front())
+    }
+}
+
+/// Inputs waiting for a request, whichever task they belong to: one ring per priority, and in
+/// it one queue per job. A request takes from the highest priority first and fills what room
+/// is left from the next, so an interactive input goes out in the very next request and that
+/// request is still full; within one priority it takes one input of each job in turn, so a
+/// small job's inputs share every request with a big job's backlog instead of waiting for it.
 #[derive(Debug, Default)]
 pub struct PendingInputs {
-    queue: VecDeque<Waiting>,
+    rings: [JobRing; 3],
     tokens: usize,
     next_group: u64,
 }
@@ -46,6 +88,10 @@ impl Packed {
     }
 }
 
+/// How many inputs the next request takes from the front of each job's queue:
+/// (priority rank, the job's place in its ring, how many).
+type Plan = Vec<(usize, usize, usize)>;
+
 impl PendingInputs {
     fn new_group(&mut self) -> Group {
         self.next_group += 1;
@@ -56,18 +102,20 @@ impl PendingInputs {
     pub fn push_back(&mut self, input: InputRef, tokens: usize, alone: bool) {
         let group = if alone { self.new_group() } else { None };
         self.tokens += tokens;
-        self.queue.push_back(Waiting {
+        let (rank, job) = (input.priority.rank(), input.job);
+        self.rings[rank].queue(job, false).push_back(Waiting {
             input,
             tokens,
             group,
         });
     }
 
-    /// A request to be made again as it was, at the front.
+    /// A request to be made again as it was, at the front (of each input's job and priority).
     pub fn requeue(&mut self, inputs: Vec<(InputRef, usize)>, group: Group) {
         for (input, tokens) in inputs.into_iter().rev() {
             self.tokens += tokens;
-            self.queue.push_front(Waiting {
+            let (rank, job) = (input.priority.rank(), input.job);
+            self.rings[rank].queue(job, true).push_front(Waiting {
                 input,
                 tokens,
                 group,
@@ -85,28 +133,109 @@ impl PendingInputs {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.rings
+            .iter()
+            .all(|r| r.jobs.iter().all(|(_, q)| q.is_empty()))
     }
 
-    /// The inputs of the next request, oldest first, within `limits`: as many free inputs as
-    /// fit, or the inputs of one group. Empty when nothing waits.
-    pub fn take_request(&mut self, limits: RequestLimits) -> Packed {
-        let group = match self.queue.front() {
-            Some(front) => front.group,
-            None => None,
+    /// What the next request carries: the inputs of one group, or as many free inputs as fit
+    /// within `limits`, highest priority first, one input of each job in turn within one.
+    fn plan(&self, limits: RequestLimits) -> Plan {
+        let Some(first) = self.rings.iter().position(|r| r.front().is_some()) else {
+            return Vec::new();
         };
-        let mut taken: Vec<(InputRef, usize)> = Vec::new();
-        let mut tokens = 0usize;
-        while let Some(next) = self.queue.front() {
-            let fits = taken.len() < limits.max_inputs
-                && tokens + next.tokens <= limits.max_tokens_per_request;
-            if next.group != group || (!taken.is_empty() && !fits) {
-                break;
+        let ring = &self.rings[first];
+        if let Some(group) = ring.front().and_then(|w| w.group) {
+            let n = ring.jobs[0]
+                .1
+                .iter()
+                .take_while(|w| w.group == Some(group))
+                .count();
+            return vec![(first, 0, n)];
+        }
+        let (mut inputs, mut tokens) = (0usize, 0usize);
+        let mut plan: Plan = Vec::new();
+        'rings: for (rank, ring) in self.rings.iter().enumerate().skip(first) {
+            // How far into each job's queue this request reaches; a job stops at its first
+            // input that is grouped or does not fit.
+            let mut taken = vec![0usize; ring.jobs.len()];
+            let mut open = vec![true; ring.jobs.len()];
+            while open.iter().any(|o| *o) {
+                for (j, (_, queue)) in ring.jobs.iter().enumerate() {
+                    if !open[j] {
+                        continue;
+                    }
+                    let Some(next) = queue.get(taken[j]) else {
+                        open[j] = false;
+                        continue;
+                    };
+                    let fits = inputs < limits.max_inputs
+                        && tokens + next.tokens <= limits.max_tokens_per_request;
+                    if next.group.is_some() || (inputs > 0 && !fits) {
+                        open[j] = false;
+                        continue;
+                    }
+                    inputs += 1;
+                    tokens += next.tokens;
+                    taken[j] += 1;
+                }
             }
-            let next = self.queue.pop_front().expect("front exists");
-            self.tokens -= next.tokens;
-            tokens += next.tokens;
-            taken.push((next.input, next.tokens));
+            plan.extend(
+                taken
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(j, n)| (rank, j, *n)),
+            );
+            if inputs >= limits.max_inputs {
+                break 'rings;
+            }
+        }
+        plan
+    }
+
+    /// The inputs of the next request within `limits`: the inputs of one group, or as many
+    /// free inputs as fit, highest priority first and each job in turn within one. The jobs
+    /// served go to the back of their ring. Empty when nothing waits.
+    pub fn take_request(&mut self, limits: RequestLimits) -> Packed {
+        let plan = self.plan(limits);
+        let group = plan
+            .first()
+            .and_then(|(rank, j, _)| self.rings[*rank].jobs[*j].1.front())
+            .and_then(|w| w.group);
+        let mut taken: Vec<(InputRef, usize)> = Vec::new();
+        let mut served: Vec<(usize, usize)> = Vec::new();
+        for (rank, j, n) in plan {
+            for next in self.rings[rank].jobs[j].1.drain(..n) {
+                self.tokens -= next.tokens;
+                taken.push((next.input, next.tokens));
+            }
+            served.push((rank, j));
+        }
+        // Served jobs go to the back, in the order they were served; emptied ones leave.
+        for rank in 0..self.rings.len() {
+            let ring = &mut self.rings[rank];
+            let mut order: Vec<usize> = served
+                .iter()
+                .filter(|(r, _)| *r == rank)
+                .map(|(_, j)| *j)
+                .collect();
+            if order.is_empty() {
+                continue;
+            }
+            order.sort_unstable();
+            let mut moved = Vec::new();
+            for j in order.into_iter().rev() {
+                if let Some(entry) = ring.jobs.remove(j) {
+                    moved.push(entry);
+                }
+            }
+            for entry in moved.into_iter().rev() {
+                if !entry.1.is_empty() {
+                    ring.jobs.push_back(entry);
+                }
+            }
+            ring.jobs.retain(|(_, q)| !q.is_empty());
         }
         Packed {
             inputs: taken,
@@ -116,23 +245,28 @@ impl PendingInputs {
 
     /// Tokens the next request would carry, without taking it.
     pub fn next_request_tokens(&self, limits: RequestLimits) -> usize {
-        let group = self.queue.front().and_then(|f| f.group);
-        let mut tokens = 0usize;
-        for (n, next) in self.queue.iter().enumerate() {
-            let fits =
-                n < limits.max_inputs && tokens + next.tokens <= limits.max_tokens_per_request;
-            if next.group != group || (n > 0 && !fits) {
-                break;
-            }
-            tokens += next.tokens;
-        }
-        tokens
+        self.plan(limits)
+            .into_iter()
+            .map(|(rank, j, n)| {
+                self.rings[rank].jobs[j]
+                    .1
+                    .iter()
+                    .take(n)
+                    .map(|w| w.tokens)
+                    .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Takes every waiting input out (shutting down, or the provider became unusable).
     pub fn take_all(&mut self) -> Vec<InputRef> {
         self.tokens = 0;
-        self.queue.drain(..).map(|w| w.input).collect()
+        self.rings
+            .iter_mut()
+            .flat_map(|r| r.jobs.drain(..))
+            .flat_map(|(_, q)| q.into_iter())
+            .map(|w| w.input)
+            .collect()
     }
 }
 
@@ -343,11 +477,98 @@ mod tests {
         max_tokens_per_request: 12,
     };
 
+    /// The job of a test task: the part of its name before `/` (the name when there is none).
+    fn job_of(task: &str) -> JobId {
+        let name = task.split('/').next().unwrap_or(task);
+        let n = name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(b as u64));
+        JobId::parse(&format!(
+            "00000000-0000-7000-8000-{:012x}",
+            n & 0xffff_ffff_ffff
+        ))
+        .unwrap()
+    }
+
     fn input(task: &str, index: usize) -> InputRef {
         InputRef {
             task: task.into(),
             index,
+            job: job_of(task),
+            priority: Priority::Normal,
         }
+    }
+
+    fn input_of(task: &str, index: usize, priority: Priority) -> InputRef {
+        InputRef {
+            priority,
+            ..input(task, index)
+        }
+    }
+
+    #[test]
+    fn the_highest_priority_goes_first_and_the_rest_fills_the_request() {
+        let mut p = PendingInputs::default();
+        for i in 0..3 {
+            p.push_back(input_of("bulk", i, Priority::Bulk), 1, false);
+        }
+        p.push_back(input("normal", 0), 1, false);
+        p.push_back(input_of("edit", 0, Priority::Interactive), 1, false);
+        assert_eq!(p.next_request_tokens(LIMITS), 3);
+        let requests = sizes(&mut p);
+        assert_eq!(
+            requests,
+            vec![
+                vec![("edit".into(), 0), ("normal".into(), 0), ("bulk".into(), 0)],
+                vec![("bulk".into(), 1), ("bulk".into(), 2)],
+            ],
+            "interactive, then normal, then bulk fill each request"
+        );
+        // A refused request's halves go back to the front of each input's own queue.
+        p.push_back(input("normal", 1), 1, false);
+        p.bisect(vec![
+            (input_of("edit", 1, Priority::Interactive), 1),
+            (input_of("bulk", 3, Priority::Bulk), 1),
+        ]);
+        let first = p.take_request(LIMITS);
+        assert_eq!(first.inputs.len(), 1);
+        assert_eq!(first.inputs[0].0.task, "edit");
+        assert!(first.group.is_some());
+        let rest: Vec<Vec<(String, usize)>> = sizes(&mut p);
+        assert_eq!(
+            rest,
+            vec![vec![("normal".into(), 1)], vec![("bulk".into(), 3)]],
+            "a group travels alone, after the free inputs of a higher priority"
+        );
+        assert_eq!(p.tokens, 0);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn jobs_of_one_priority_share_each_request_in_turn() {
+        let mut p = PendingInputs::default();
+        // A big job's backlog of two tasks, then a small job's one task.
+        for t in ["big/1", "big/2"] {
+            for i in 0..3 {
+                p.push_back(input(t, i), 1, false);
+            }
+        }
+        p.push_back(input("small/1", 0), 1, false);
+        p.push_back(input("small/1", 1), 1, false);
+        let first = p.take_request(LIMITS);
+        let tasks: Vec<&str> = first.inputs.iter().map(|(i, _)| i.task.as_str()).collect();
+        assert_eq!(
+            tasks,
+            ["big/1", "big/1", "small/1"],
+            "one of each job in turn: {tasks:?}"
+        );
+        // The small job was served last: the big job leads the next request, then the small.
+        let second = p.take_request(LIMITS);
+        let tasks: Vec<&str> = second.inputs.iter().map(|(i, _)| i.task.as_str()).collect();
+        assert_eq!(tasks, ["big/1", "big/2", "small/1"], "{tasks:?}");
+        let rest: Vec<usize> = sizes(&mut p).iter().map(Vec::len).collect();
+        assert_eq!(rest, [2], "the big job's last two inputs");
+        assert!(p.is_empty());
     }
 
     fn sizes(p: &mut PendingInputs) -> Vec<Vec<(String, usize)>> {
@@ -401,10 +622,11 @@ mod tests {
     #[test]
     fn an_input_that_must_go_alone_goes_alone() {
         let mut p = PendingInputs::default();
-        p.push_back(input("a", 0), 1, false);
-        p.push_back(input("b", 0), 1, true);
-        p.push_back(input("a", 1), 1, false);
-        p.push_back(input("a", 2), 1, false);
+        // Tasks of one job: its inputs stay in order.
+        p.push_back(input("j/a", 0), 1, false);
+        p.push_back(input("j/b", 0), 1, true);
+        p.push_back(input("j/a", 1), 1, false);
+        p.push_back(input("j/a", 2), 1, false);
         let requests: Vec<usize> = sizes(&mut p).iter().map(Vec::len).collect();
         assert_eq!(requests, [1, 1, 2]);
     }
@@ -412,8 +634,8 @@ mod tests {
     #[test]
     fn a_refused_request_comes_back_in_halves_then_as_it_was() {
         let mut p = PendingInputs::default();
-        p.push_back(input("later", 0), 1, false);
-        let refused: Vec<(InputRef, usize)> = (0..5).map(|i| (input("t", i), 1)).collect();
+        p.push_back(input("t/later", 0), 1, false);
+        let refused: Vec<(InputRef, usize)> = (0..5).map(|i| (input("t/1", i), 1)).collect();
         p.bisect(refused);
         let first = p.take_request(LIMITS);
         assert_eq!(first.inputs.len(), 2, "the first half, alone");
@@ -423,7 +645,7 @@ mod tests {
         let second = p.take_request(LIMITS);
         assert_eq!(second.inputs.len(), 3);
         assert_ne!(second.group, first.group);
-        assert_eq!(p.take_request(LIMITS).inputs, [(input("later", 0), 1)]);
+        assert_eq!(p.take_request(LIMITS).inputs, [(input("t/later", 0), 1)]);
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn api() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(items::get_item, items::delete_item))
         .routes(routes!(items::delete_context))
         .routes(routes!(jobs::create_job, jobs::list_jobs))
-        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::get_job, jobs::update_job))
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(search::search))
         .routes(routes!(dead_letters::list))

@@ -146,6 +146,7 @@ mod tests {
             scope: JobScope::All,
             model: "m".into(),
             state: JobState::Queued,
+            priority: crate::domain::Priority::Normal,
             total: 0,
             completed: 0,
             failed: 0,

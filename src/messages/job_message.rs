@@ -6,18 +6,21 @@
 //! XADD embedq:jobs * v 1 job_id 0193b5e2-7a1c-7d3e-9a43-2f1d7c0e5b11 scope {"type":"context","context_id":"docs"}
 //! ```
 //!
-//! and the planner records that job (once, whatever how often the entry is delivered) before
+//! (a `priority` field — `interactive`, `normal` or `bulk` — may follow; without one the job
+//! gets its scope's default) and the planner records that job (once, whatever how often the entry is delivered) before
 //! planning it. A scope that does not parse makes the entry malformed: it is dead-lettered with
 //! the reason.
 
 use super::{EntryFields, Malformed, SCHEMA_VERSION, StreamMessage, text_field};
-use crate::domain::{JobId, JobScope};
+use crate::domain::{JobId, JobScope, Priority};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobMessage {
     pub job_id: JobId,
     /// Present when a producer enqueued the job straight on Redis: the job is not in SQL yet.
     pub scope: Option<Box<JobScope>>,
+    /// A producer's choice of priority for a job it enqueued straight on Redis.
+    pub priority: Option<Priority>,
 }
 
 impl JobMessage {
@@ -26,6 +29,7 @@ impl JobMessage {
         Self {
             job_id,
             scope: None,
+            priority: None,
         }
     }
 }
@@ -41,6 +45,9 @@ impl StreamMessage for JobMessage {
         if let Some(scope) = &self.scope {
             let scope = serde_json::to_string(scope).expect("a scope always serialises");
             fields.push(("scope", scope));
+        }
+        if let Some(priority) = self.priority {
+            fields.push(("priority", priority.as_str().into()));
         }
         fields
     }
@@ -59,7 +66,17 @@ impl StreamMessage for JobMessage {
         } else {
             None
         };
-        Ok(Self { job_id, scope })
+        let priority = if fields.contains_key("priority") {
+            let raw = text_field(fields, "priority")?;
+            Some(Priority::parse(raw).map_err(|e| Malformed(format!("field \"priority\": {e}")))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            job_id,
+            scope,
+            priority,
+        })
     }
 }
 
@@ -99,6 +116,7 @@ mod tests {
             ("v", "1"),
             ("job_id", &id),
             ("scope", r#"{"type":"items","item_ids":["b","a","b"]}"#),
+            ("priority", "bulk"),
         ]))
         .expect("decodes");
         let Some(JobScope::Items { item_ids }) = m.scope.as_deref() else {
@@ -106,6 +124,7 @@ mod tests {
         };
         let ids: Vec<&str> = item_ids.iter().map(|i| i.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
+        assert_eq!(m.priority, Some(Priority::Bulk));
         let again: EntryFields = m
             .encode()
             .into_iter()
@@ -124,5 +143,8 @@ mod tests {
                 .expect_err(bad);
             assert!(err.0.contains("scope"), "{err}");
         }
+        let err = JobMessage::decode(&fields(&[("v", "1"), ("job_id", &id), ("priority", "now")]))
+            .expect_err("an unknown priority");
+        assert!(err.0.contains("priority"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //! attempt count raised, so the count survives restarts.
 
 use super::{EntryFields, Malformed, SCHEMA_VERSION, StreamMessage, text_field};
-use crate::domain::{ItemId, JobId};
+use crate::domain::{ItemId, JobId, Priority};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,10 @@ pub struct TaskMessage {
     /// their point missing or wrong).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reembed: bool,
+    /// The job's priority when the task was planned: it picks the task's stream, and a retry
+    /// or a reclaimed task keeps it.
+    #[serde(default, skip_serializing_if = "Priority::is_normal")]
+    pub priority: Priority,
 }
 
 impl TaskMessage {
@@ -83,16 +87,20 @@ mod tests {
             }],
             isolated: false,
             reembed: false,
+            priority: Priority::Normal,
         };
         let payload = t.encode().remove(1).1;
         assert_eq!(decode(&payload).unwrap(), t);
         assert!(!payload.contains("isolated"), "the default is not written");
+        assert!(!payload.contains("priority"), "the default is not written");
         let alone = TaskMessage {
             isolated: true,
             reembed: false,
+            priority: Priority::Interactive,
             ..t
         };
         let payload = alone.encode().remove(1).1;
+        assert!(payload.contains(r#""priority":"interactive""#), "{payload}");
         assert_eq!(decode(&payload).unwrap(), alone);
     }
 

@@ -5,7 +5,7 @@
 //! all of a deployment's keys live in one slot, and every multi-key command and Lua script
 //! (a page of tasks with its cursor, a retry moved to the stream) touches one slot only.
 
-use crate::domain::JobId;
+use crate::domain::{JobId, Priority};
 
 /// Consumer group of the planners on the jobs stream.
 pub const PLANNER_GROUP: &str = "planners";
@@ -43,9 +43,19 @@ impl Keys {
         self.key("jobs")
     }
 
-    /// Task messages: bounded slices of jobs' items.
-    pub fn tasks_stream(&self) -> String {
-        self.key("tasks")
+    /// Task messages of one priority: bounded slices of jobs' items. Normal work keeps the
+    /// stream's first name (`tasks`), so tasks queued before priorities existed go on.
+    pub fn tasks_stream(&self, priority: Priority) -> String {
+        match priority {
+            Priority::Interactive => self.key("tasks:interactive"),
+            Priority::Normal => self.key("tasks"),
+            Priority::Bulk => self.key("tasks:bulk"),
+        }
+    }
+
+    /// Every tasks stream, in [`Priority::ALL`]'s order (the first is taken first).
+    pub fn tasks_streams(&self) -> [String; 3] {
+        Priority::ALL.map(|p| self.tasks_stream(p))
     }
 
     /// Entries that could not be processed, each with its reason.
@@ -100,7 +110,9 @@ mod tests {
         let job = JobId::new();
         for key in [
             keys.jobs_stream(),
-            keys.tasks_stream(),
+            keys.tasks_stream(Priority::Interactive),
+            keys.tasks_stream(Priority::Normal),
+            keys.tasks_stream(Priority::Bulk),
             keys.dead_letters(),
             keys.plan(job),
             keys.replan(job),
@@ -113,5 +125,15 @@ mod tests {
             assert!(key.starts_with("{embedq}:"), "{key}");
         }
         assert_eq!(keys.pattern(), "{embedq}:*");
+        let streams = keys.tasks_streams();
+        assert_eq!(streams[1], "{embedq}:tasks");
+        assert_eq!(
+            streams
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            3,
+            "one stream per priority"
+        );
     }
 }

@@ -23,7 +23,7 @@ pub use durability::RedisDurability;
 pub use epoch::Epoch;
 pub use keys::{Keys, PIPELINE_GROUP, PLANNER_GROUP};
 pub use lease::Lease;
-pub use plan_script::{PagePlanned, PlanProgress, PlanScripts};
+pub use plan_script::{PagePlanned, PageWrite, PlanProgress, PlanScripts};
 pub use producer::{Enqueued, enqueue_job};
 pub use rate_budget::{BudgetLimits, RateBudget};
 pub use retry_set::RetrySet;

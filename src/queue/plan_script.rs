@@ -14,7 +14,7 @@
 //! rules, with their own cursor.
 
 use super::{Keys, QueueError};
-use crate::domain::JobId;
+use crate::domain::{JobId, Priority};
 use redis::aio::ConnectionManager;
 use std::sync::LazyLock;
 
@@ -25,6 +25,23 @@ pub struct PlanProgress {
     pub cursor: Option<String>,
     /// Items planned so far.
     pub planned: i64,
+}
+
+/// One page of a job's tasks to write with the cursor after it.
+#[derive(Debug, Clone, Copy)]
+pub struct PageWrite<'a> {
+    pub job: JobId,
+    /// Which tasks stream the page goes to.
+    pub priority: Priority,
+    /// The Redis epoch the job was started in.
+    pub epoch: &'a str,
+    /// The cursor the page was read from (`None`: the first page).
+    pub expected: Option<&'a str>,
+    pub next_cursor: &'a str,
+    /// Items planned once the page is written.
+    pub planned_after: i64,
+    /// The encoded task payloads.
+    pub tasks: &'a [String],
 }
 
 /// The outcome of writing one page.
@@ -78,6 +95,24 @@ return {1, ARGV[2], ARGV[3]}
     )
 });
 
+/// KEYS: tasks streams. ARGV: the consumer group. Returns, per stream, its length less what
+/// is pending in the group (nothing pending when the group does not exist yet).
+static WAITING: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r#"
+local out = {}
+for i, key in ipairs(KEYS) do
+  local len = redis.call('XLEN', key)
+  local pending = redis.pcall('XPENDING', key, ARGV[1])
+  local n = 0
+  if type(pending) == 'table' and type(pending[1]) == 'number' then n = pending[1] end
+  out[i] = len - n
+end
+return out
+"#,
+    )
+});
+
 fn progress_from(cursor: String, planned: String) -> PlanProgress {
     PlanProgress {
         cursor: (!cursor.is_empty()).then_some(cursor),
@@ -125,63 +160,36 @@ impl PlanScripts {
             .await
     }
 
-    /// Writes `tasks` (encoded task payloads) and moves the cursor from `expected` to
-    /// `next_cursor`, atomically, unless another planner moved it first or Redis is no longer in
-    /// `epoch`.
-    pub async fn write_page(
-        &self,
-        job: JobId,
-        epoch: &str,
-        expected: Option<&str>,
-        next_cursor: &str,
-        planned_after: i64,
-        tasks: &[String],
-    ) -> Result<PagePlanned, QueueError> {
-        self.write(
-            self.keys.plan(job),
-            epoch,
-            expected,
-            next_cursor,
-            planned_after,
-            tasks,
-        )
-        .await
+    /// Writes the page's tasks and moves the job's cursor from `expected` to `next_cursor`,
+    /// atomically, unless another planner moved it first or Redis is no longer in `epoch`.
+    pub async fn write_page(&self, page: &PageWrite<'_>) -> Result<PagePlanned, QueueError> {
+        self.write(self.keys.plan(page.job), page).await
     }
 
     /// A page of a job's unfinished items planned again by the reconciler, with its own cursor
-    /// (the same rules as [`PlanScripts::write_page`]).
-    pub async fn write_replan_page(
-        &self,
-        job: JobId,
-        epoch: &str,
-        expected: Option<&str>,
-        next_cursor: &str,
-        replanned_after: i64,
-        tasks: &[String],
-    ) -> Result<PagePlanned, QueueError> {
-        self.write(
-            self.keys.replan(job),
-            epoch,
-            expected,
-            next_cursor,
-            replanned_after,
-            tasks,
-        )
-        .await
+    /// (the same rules as [`PlanScripts::write_page`]; `planned_after` counts what it planned
+    /// again).
+    pub async fn write_replan_page(&self, page: &PageWrite<'_>) -> Result<PagePlanned, QueueError> {
+        self.write(self.keys.replan(page.job), page).await
     }
 
     async fn write(
         &self,
         progress_key: String,
-        epoch: &str,
-        expected: Option<&str>,
-        next_cursor: &str,
-        planned_after: i64,
-        tasks: &[String],
+        page: &PageWrite<'_>,
     ) -> Result<PagePlanned, QueueError> {
+        let PageWrite {
+            priority,
+            epoch,
+            expected,
+            next_cursor,
+            planned_after,
+            tasks,
+            ..
+        } = *page;
         let mut conn = self.conn.clone();
         let mut call = PAGE.key(progress_key);
-        call.key(self.keys.tasks_stream())
+        call.key(self.keys.tasks_stream(priority))
             .key(self.keys.epoch())
             .arg(expected.unwrap_or(""))
             .arg(next_cursor)
@@ -226,19 +234,24 @@ impl PlanScripts {
         Ok(())
     }
 
-    /// Whether nothing is queued at all: no task on the stream (pending ones included) and no
+    /// Whether nothing is queued at all: no task on any stream (pending ones included) and no
     /// retry waiting, read in one transaction.
     pub async fn nothing_queued(&self) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
-        let (tasks, retries): (u64, u64) = redis::pipe()
+        let [interactive, normal, bulk] = self.keys.tasks_streams();
+        let (a, b, c, retries): (u64, u64, u64, u64) = redis::pipe()
             .atomic()
             .cmd("XLEN")
-            .arg(self.keys.tasks_stream())
+            .arg(interactive)
+            .cmd("XLEN")
+            .arg(normal)
+            .cmd("XLEN")
+            .arg(bulk)
             .cmd("ZCARD")
             .arg(self.keys.retries())
             .query_async(&mut conn)
             .await?;
-        Ok(tasks == 0 && retries == 0)
+        Ok(a + b + c == 0 && retries == 0)
     }
 
     /// Drops the progress of a job whose planning is finished (SQL has the final total).
@@ -251,12 +264,24 @@ impl PlanScripts {
         Ok(())
     }
 
-    /// Entries on the tasks stream (queued plus in flight), for backpressure.
-    pub async fn queued_tasks(&self) -> Result<u64, QueueError> {
+    /// Tasks of each priority (in [`Priority::ALL`]'s order) that no daemon has taken yet,
+    /// for backpressure: what is on a stream less what is pending in its group, read at once.
+    /// (An acknowledged entry is deleted with its acknowledgement, so a stream holds only the
+    /// waiting and the pending.)
+    pub async fn waiting_tasks(&self) -> Result<[u64; 3], QueueError> {
         let mut conn = self.conn.clone();
-        Ok(redis::cmd("XLEN")
-            .arg(self.keys.tasks_stream())
-            .query_async(&mut conn)
-            .await?)
+        let mut call = WAITING.prepare_invoke();
+        for stream in self.keys.tasks_streams() {
+            call.key(stream);
+        }
+        let waiting: Vec<i64> = call
+            .arg(super::PIPELINE_GROUP)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut out = [0u64; 3];
+        for (slot, n) in out.iter_mut().zip(waiting) {
+            *slot = n.max(0) as u64;
+        }
+        Ok(out)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::records::{JOB_COLUMNS, JobRecord};
 use super::{Store, StoreError};
-use crate::domain::{JobId, JobKind, JobScope, now_millis};
+use crate::domain::{JobId, JobKind, JobScope, JobState, Priority, now_millis};
 
 /// A job about to be recorded.
 #[derive(Debug, Clone)]
@@ -12,6 +12,7 @@ pub struct NewJob {
     pub kind: JobKind,
     pub scope: JobScope,
     pub model: String,
+    pub priority: Priority,
     pub idempotency_key: Option<String>,
 }
 
@@ -65,8 +66,8 @@ impl Store {
         let scope = serde_json::to_string(&new.scope)
             .map_err(|e| StoreError::Corrupt(format!("scope does not serialise: {e}")))?;
         let sql = format!(
-            "INSERT INTO jobs (id, kind, scope, model, state, idempotency_key, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $6) \
+            "INSERT INTO jobs (id, kind, scope, model, state, priority, idempotency_key, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $7) \
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -74,6 +75,7 @@ impl Store {
             .bind(new.kind.as_str())
             .bind(scope)
             .bind(new.model)
+            .bind(new.priority.as_str())
             .bind(new.idempotency_key.clone())
             .bind(now)
             .fetch_optional(&self.pool)
@@ -102,17 +104,19 @@ impl Store {
         id: JobId,
         scope: &JobScope,
         model: &str,
+        priority: Priority,
     ) -> Result<JobRecord, StoreError> {
         let now = now_millis();
         let scope = serde_json::to_string(scope)
             .map_err(|e| StoreError::Corrupt(format!("scope does not serialise: {e}")))?;
         sqlx::query(
-            "INSERT INTO jobs (id, kind, scope, model, state, created_at, updated_at) \
-             VALUES ($1, 'embed', $2, $3, 'QUEUED', $4, $4) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO jobs (id, kind, scope, model, state, priority, created_at, updated_at) \
+             VALUES ($1, 'embed', $2, $3, 'QUEUED', $4, $5, $5) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.to_string())
         .bind(scope)
         .bind(model.to_owned())
+        .bind(priority.as_str())
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -128,6 +132,56 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(JobRecord::from_row).transpose()
+    }
+
+    /// Sets the priority of a job that has not ended; `None` when there is no such job.
+    /// Tasks planned from now on carry it; tasks already queued keep the one they had.
+    pub async fn set_job_priority(
+        &self,
+        id: JobId,
+        priority: Priority,
+    ) -> Result<Option<JobRecord>, StoreError> {
+        sqlx::query(
+            "UPDATE jobs SET priority = $2, updated_at = $3 \
+             WHERE id = $1 AND state IN ('QUEUED', 'RUNNING')",
+        )
+        .bind(id.to_string())
+        .bind(priority.as_str())
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        self.get_job(id).await
+    }
+
+    /// The state and priority of each of `ids` that exists (the planner's view of the jobs it
+    /// is planning, read once per step).
+    pub async fn planning_views(
+        &self,
+        ids: &[JobId],
+    ) -> Result<Vec<(JobId, JobState, Priority)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = super::placeholders::list(1, ids.len());
+        let sql = format!("SELECT id, state, priority FROM jobs WHERE id IN ({marks})");
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(id.to_string());
+        }
+        let corrupt = |e: crate::domain::ParseError| StoreError::Corrupt(e.0);
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|row| {
+                use sqlx::Row;
+                Ok((
+                    JobId::parse(&row.try_get::<String, _>("id")?).map_err(corrupt)?,
+                    JobState::parse(&row.try_get::<String, _>("state")?).map_err(corrupt)?,
+                    Priority::parse(&row.try_get::<String, _>("priority")?).map_err(corrupt)?,
+                ))
+            })
+            .collect()
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {

@@ -3,6 +3,7 @@
 use super::StoreError;
 use crate::domain::{
     ContentHash, ContextId, ItemId, ItemStatus, JobId, JobKind, JobScope, JobState, Metadata,
+    Priority,
 };
 use serde::Serialize;
 use sqlx::Row;
@@ -77,6 +78,8 @@ pub struct JobRecord {
     /// The embedding model the job uses.
     pub model: String,
     pub state: JobState,
+    /// Which work is taken first: interactive, then normal, then bulk.
+    pub priority: Priority,
     /// Items in the scope (final once `planned` is true).
     pub total: i64,
     /// Items embedded by this job.
@@ -106,7 +109,7 @@ pub struct JobRecord {
     pub finished_at: Option<i64>,
 }
 
-pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, total, completed, failed, \
+pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, priority, total, completed, failed, \
      skipped, deleted, tokens, planning_cursor, planned_at, idempotency_key, error, result, created_at, \
      updated_at, started_at, finished_at";
 
@@ -123,6 +126,8 @@ impl JobRecord {
                 .map_err(|e| StoreError::Corrupt(format!("job {id} scope: {e}")))?,
             model: row.try_get("model")?,
             state: JobState::parse(&state).map_err(|e| StoreError::Corrupt(e.0))?,
+            priority: Priority::parse(&row.try_get::<String, _>("priority")?)
+                .map_err(|e| StoreError::Corrupt(e.0))?,
             total: row.try_get("total")?,
             completed: row.try_get("completed")?,
             failed: row.try_get("failed")?,

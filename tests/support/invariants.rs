@@ -205,15 +205,23 @@ async fn pending(redis: &mut ConnectionManager, stream: &str, group: &str) -> u6
 }
 
 /// What is still queued: (job entries pending, on the jobs stream, tasks pending, on the tasks
-/// stream, retries waiting).
+/// streams of every priority, retries waiting).
 async fn leftovers(redis: &mut ConnectionManager, keys: &Keys) -> [u64; 5] {
     let jobs_pending = pending(redis, &keys.jobs_stream(), PLANNER_GROUP).await;
-    let tasks_pending = pending(redis, &keys.tasks_stream(), PIPELINE_GROUP).await;
-    let (jobs, tasks, retries): (u64, u64, u64) = redis::pipe()
+    let mut tasks_pending = 0;
+    let mut tasks = 0;
+    for stream in keys.tasks_streams() {
+        tasks_pending += pending(redis, &stream, PIPELINE_GROUP).await;
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(redis)
+            .await
+            .expect("read a tasks stream's length (XLEN)");
+        tasks += len;
+    }
+    let (jobs, retries): (u64, u64) = redis::pipe()
         .cmd("XLEN")
         .arg(keys.jobs_stream())
-        .cmd("XLEN")
-        .arg(keys.tasks_stream())
         .cmd("ZCARD")
         .arg(keys.retries())
         .query_async(redis)

@@ -241,9 +241,14 @@ impl TestApp {
         }
     }
 
-    /// Every item id on the tasks stream, in stream order (duplicates kept).
+    /// Every item id on the tasks streams, in stream order, interactive first (duplicates
+    /// kept).
     pub async fn planned_item_ids(&self) -> Vec<String> {
-        tasks_on_stream(&mut self.redis.clone(), &self.keys.tasks_stream()).await
+        let mut ids = Vec::new();
+        for stream in self.keys.tasks_streams() {
+            ids.extend(tasks_on_stream(&mut self.redis.clone(), &stream).await);
+        }
+        ids
     }
 
     pub async fn item_count(&self) -> i64 {

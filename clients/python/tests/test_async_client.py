@@ -21,6 +21,7 @@ from embedq import (
     JobTimeoutError,
     JobView,
     NotFoundError,
+    Priority,
     UnauthorizedError,
     UnavailableError,
     scope_all,
@@ -112,6 +113,28 @@ async def test_pause_cancel_resume(aclient: AsyncClient) -> None:
         assert cancelled.state == JobState.CANCELLED
         with pytest.raises(ConflictError):
             await aclient.cancel_job(job)
+    finally:
+        assert (await aclient.resume()).intake == "resuming"
+
+
+async def test_priorities(aclient: AsyncClient) -> None:
+    await pause_and_settle(aclient)
+    try:
+        ctx = uid("actx")
+        await aclient.upsert_items(ctx, make_items(2, ctx))
+        job = await aclient.create_job(scope_context(ctx), priority=Priority.BULK)
+        view = await aclient.get_job(job)
+        assert (view.state, view.priority) == (JobState.QUEUED, "bulk")
+        changed = await aclient.set_job_priority(job, "interactive")
+        assert (changed.state, changed.priority) == (JobState.QUEUED, Priority.INTERACTIVE)
+        with pytest.raises(BadRequestError) as info:
+            await aclient.set_job_priority(job, "urgent")
+        assert (info.value.status, info.value.code) == (422, "invalid")
+        with pytest.raises(BadRequestError):
+            await aclient.create_job(scope_context(ctx), priority="urgent")
+        assert (await aclient.cancel_job(job)).priority == "interactive"
+        with pytest.raises(ConflictError):
+            await aclient.set_job_priority(job, "normal")
     finally:
         assert (await aclient.resume()).intake == "resuming"
 

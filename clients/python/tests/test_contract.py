@@ -74,11 +74,38 @@ def test_a_field_of_a_flattened_record_is_seen_in_its_view(document: dict[str, A
 
 def test_a_new_request_field_fails(document: dict[str, Any]) -> None:
     doc = copy.deepcopy(document)
-    doc["components"]["schemas"]["CreateJobBody"]["properties"]["priority"] = {"type": "integer"}
+    doc["components"]["schemas"]["CreateJobBody"]["properties"]["deadline"] = {"type": "integer"}
+    doc["components"]["schemas"]["CreateJobBody"].setdefault("required", []).append("deadline")
+    assert new_failures(document, doc) == [
+        "FAIL  CreateJobBody (CreateJobRequest).deadline: in the document, not in the client's "
+        "model"
+    ]
+
+
+def test_a_required_request_field_must_be_required_in_the_client(
+    document: dict[str, Any],
+) -> None:
+    doc = copy.deepcopy(document)
     doc["components"]["schemas"]["CreateJobBody"].setdefault("required", []).append("priority")
     assert new_failures(document, doc) == [
-        "FAIL  CreateJobBody (CreateJobRequest).priority: in the document, not in the client's "
-        "model"
+        "FAIL  CreateJobBody (CreateJobRequest).priority: the document requires it; the client "
+        "may leave it out"
+    ]
+
+
+def test_priorities_and_the_priority_route_are_compared(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert "priority" in schemas["JobRecord"]["properties"]
+    assert "priority" in schemas["CreateJobBody"]["properties"]
+    assert schemas["UpdateJobBody"]["required"] == ["priority"]
+    assert "patch" in document["paths"]["/v1/jobs/{job_id}"]
+    doc = copy.deepcopy(document)
+    _enum_holder(doc["components"]["schemas"]["Priority"])["enum"].append("urgent")
+    del doc["paths"]["/v1/jobs/{job_id}"]["patch"]
+    assert new_failures(document, doc) == [
+        "FAIL  PATCH /v1/jobs/{job_id}: the client calls it (set_job_priority); the document "
+        "lacks it",
+        "FAIL  Priority.urgent: a value in the document, not in the client's enum",
     ]
 
 

@@ -24,6 +24,7 @@ from embedq import (
     JobTimeoutError,
     JobView,
     NotFoundError,
+    Priority,
     ReconcileFindings,
     RequestTimeoutError,
     UnauthorizedError,
@@ -192,6 +193,80 @@ def test_pause_cancel_and_resume(client: Client) -> None:
     assert client.resume().intake == "resuming"
     assert client.ready().checks.pipeline.details["paused"] is None
     assert client.pause().intake == "pausing"
+
+
+@pytest.mark.usefixtures("paused")
+def test_job_priorities_default_change_and_refuse(client: Client) -> None:
+    ctx = uid("ctx")
+    items = make_items(3, ctx)
+    client.upsert_items(ctx, items)
+    # Without a priority: a short list of items is interactive, any other job normal.
+    few = client.create_job(scope_items([items[0]["id"]]))
+    whole = client.create_job(scope_context(ctx))
+    assert client.get_job(few).priority == Priority.INTERACTIVE
+    assert client.get_job(whole).priority == Priority.NORMAL
+
+    # Intake is paused, so the job is still QUEUED and its priority may change.
+    bulk = client.create_job(scope_context(ctx), priority="bulk")
+    view = client.get_job(bulk)
+    assert (view.state, view.priority) == (JobState.QUEUED, Priority.BULK)
+    changed = client.set_job_priority(bulk, Priority.INTERACTIVE)
+    assert (changed.id, changed.state, changed.priority) == (
+        bulk.job_id,
+        JobState.QUEUED,
+        "interactive",
+    )
+    assert client.get_job(bulk.job_id).priority == "interactive"
+    listed = {j.id: j.priority for j in client.list_jobs(limit=10).jobs}
+    assert listed[bulk.job_id] == "interactive" and listed[few.job_id] == "interactive"
+
+    # An unknown priority is refused, and nothing is made or changed.
+    newest = client.list_jobs(limit=1).jobs[0].id
+    with pytest.raises(BadRequestError) as info:
+        client.create_job(scope_context(ctx), priority="urgent")
+    assert (info.value.status, info.value.code) == (422, "invalid")
+    assert "priority" in info.value.reason and "urgent" in info.value.reason
+    assert client.list_jobs(limit=1).jobs[0].id == newest
+    with pytest.raises(BadRequestError) as info:
+        client.set_job_priority(bulk, "urgent")
+    assert (info.value.status, info.value.code) == (422, "invalid")
+    assert client.get_job(bulk).priority == "interactive"
+
+    # A job that ended keeps the priority it had: changing it is a conflict.
+    cancelled = client.cancel_job(bulk)
+    assert (cancelled.state, cancelled.priority) == (JobState.CANCELLED, "interactive")
+    with pytest.raises(ConflictError) as conflict:
+        client.set_job_priority(bulk, "bulk")
+    assert conflict.value.status == 409 and "already CANCELLED" in conflict.value.reason
+    assert client.get_job(bulk).priority == "interactive"
+    with pytest.raises(NotFoundError):
+        client.set_job_priority("019a0000-0000-7000-8000-000000000000", "bulk")
+    with pytest.raises(BadRequestError) as info:
+        client.set_job_priority("not-a-uuid", "bulk")
+    assert info.value.status == 400
+    for job in (few, whole):
+        client.cancel_job(job)
+
+
+def test_a_running_jobs_priority_changes_for_what_is_left(
+    client: Client, mock: MockProvider
+) -> None:
+    ctx = uid("ctx")
+    marker = f"HOLD{uid('m')}"
+    client.upsert_items(ctx, [*make_items(3, ctx), {"id": f"{ctx}-slow", "content": marker}])
+    mock.hold(marker)
+    try:
+        job = client.create_job(scope_context(ctx), priority=Priority.BULK)
+        mock.wait_held(1)
+        changed = client.set_job_priority(job, "interactive")
+        assert (changed.state, changed.priority) == (JobState.RUNNING, Priority.INTERACTIVE)
+    finally:
+        mock.release()
+    done = client.wait_for_job(job, timeout=20, poll_interval=0.05)
+    assert (done.state, done.priority, done.completed) == (JobState.COMPLETED, "interactive", 4)
+    with pytest.raises(ConflictError) as conflict:
+        client.set_job_priority(done, "bulk")
+    assert "already COMPLETED" in conflict.value.reason
 
 
 def test_dead_letters_requeue_and_delete(client: Client) -> None:

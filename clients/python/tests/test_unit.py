@@ -13,11 +13,13 @@ import pytest
 
 import embedq
 from embedq import (
+    AsyncClient,
     BadRequestError,
     Client,
     ConflictError,
     EmbedqConnectionError,
     NotFoundError,
+    Priority,
     RequestTimeoutError,
     ResponseError,
     RetryPolicy,
@@ -70,6 +72,7 @@ JOB = {
     "scope": {"type": "all"},
     "model": "m",
     "state": "QUEUED",
+    "priority": "normal",
     "total": 0,
     "completed": 0,
     "failed": 0,
@@ -82,7 +85,8 @@ JOB = {
     "done": 0,
     "cost": 0.0,
 }
-ACCEPTED = {"job_id": JOB["id"], "status_url": "/v1/jobs/x", "state": "QUEUED", "created": True}
+JOB_ID = str(JOB["id"])
+ACCEPTED = {"job_id": JOB_ID, "status_url": "/v1/jobs/x", "state": "QUEUED", "created": True}
 
 
 # --- retries -----------------------------------------------------------------------------
@@ -432,22 +436,131 @@ def test_an_answer_missing_a_field_is_a_response_error() -> None:
 
 
 def test_unknown_answer_fields_and_values_are_kept_not_fatal() -> None:
-    job = dict(JOB, priority=7, state="PAUSED", scope={"type": "tagged", "tag": "x"})
+    job = dict(
+        JOB, deadline=7, state="PAUSED", priority="urgent", scope={"type": "tagged", "tag": "x"}
+    )
     rec = Recorder(httpx.Response(200, json=job))
     view = rec.client().get_job("j")
-    assert view.model_extra == {"priority": 7}
+    assert view.model_extra == {"deadline": 7}
     assert view.state == "PAUSED" and not view.is_final
+    assert view.priority == "urgent"
     assert view.scope.type == "tagged" and view.scope.model_extra == {"tag": "x"}
 
 
 def test_extra_job_fields_are_sent_as_given() -> None:
     rec = Recorder(httpx.Response(202, json=ACCEPTED))
-    rec.client().create_job("all", priority=5, metadata={"by": "test"})
+    rec.client().create_job("all", deadline=5, metadata={"by": "test"})
     assert json.loads(rec.requests[0].content) == {
         "scope": {"type": "all"},
-        "priority": 5,
+        "deadline": 5,
         "metadata": {"by": "test"},
     }
+
+
+# --- priorities ----------------------------------------------------------------------------
+
+
+def test_a_priority_is_sent_only_when_given() -> None:
+    rec = Recorder(httpx.Response(202, json=ACCEPTED))
+    rec.client().create_job(scope_context("c"), priority="bulk")
+    rec.client().create_job(scope_items(["a"]), priority=Priority.INTERACTIVE)
+    rec.client().create_job(scope_context("c"))
+    rec.client().create_job(None, kind="reconcile", priority=Priority.BULK)
+    rec.client().create_reconcile_job()
+    rec.client().create_job("all", priority="urgent")  # the daemon judges it
+    assert [json.loads(r.content) for r in rec.requests] == [
+        {"scope": {"type": "context", "context_id": "c"}, "priority": "bulk"},
+        {"scope": {"type": "items", "item_ids": ["a"]}, "priority": "interactive"},
+        {"scope": {"type": "context", "context_id": "c"}},
+        {"kind": "reconcile", "priority": "bulk"},
+        {"kind": "reconcile"},
+        {"scope": {"type": "all"}, "priority": "urgent"},
+    ]
+
+
+def test_an_unknown_priority_is_the_daemons_422() -> None:
+    reason = 'priority: unknown priority "urgent"; the priorities are "interactive", ...'
+    rec = Recorder(error(422, "invalid", reason))
+    with pytest.raises(BadRequestError) as info:
+        rec.client().create_job(scope_context("c"), priority="urgent", idempotency_key="k")
+    assert (info.value.status, info.value.code, info.value.reason) == (422, "invalid", reason)
+    with pytest.raises(BadRequestError):
+        rec.client().set_job_priority(JOB_ID, "urgent")
+    assert len(rec.requests) == 2  # neither is retried
+
+
+def test_set_job_priority_patches_the_job_and_is_retried() -> None:
+    changed = dict(JOB, priority="interactive", state="RUNNING")
+    rec = Recorder(error(503, "unavailable", "the database"), httpx.Response(200, json=changed))
+    view = rec.client().set_job_priority(JOB_ID, "interactive")
+    assert (view.id, view.priority, view.state) == (JOB_ID, Priority.INTERACTIVE, "RUNNING")
+    assert len(rec.requests) == 2
+    for request in rec.requests:
+        assert (request.method, request.url.path) == ("PATCH", f"/v1/jobs/{JOB_ID}")
+        assert json.loads(request.content) == {"priority": "interactive"}
+        assert request.headers["content-type"] == "application/json"
+
+    ok = Recorder(httpx.Response(200, json=changed))
+    accepted = embedq.JobAccepted.model_validate(ACCEPTED)
+    ok.client().set_job_priority(accepted, Priority.BULK)
+    ok.client().set_job_priority(view, "normal")
+    ok.client().set_job_priority("a/b", "bulk")
+    assert [(r.url.raw_path, json.loads(r.content)) for r in ok.requests] == [
+        (f"/v1/jobs/{JOB_ID}".encode(), {"priority": "bulk"}),
+        (f"/v1/jobs/{JOB_ID}".encode(), {"priority": "normal"}),
+        (b"/v1/jobs/a%2Fb", {"priority": "bulk"}),
+    ]
+    with pytest.raises(ValueError):
+        ok.client().set_job_priority("", "bulk")
+    assert len(ok.requests) == 3
+
+
+@pytest.mark.parametrize(
+    ("response", "cls"),
+    [
+        (error(409, "conflict", "job j is already COMPLETED"), ConflictError),
+        (error(404, "not_found", "no job j"), NotFoundError),
+        (error(400, "bad_request", "not a UUID"), BadRequestError),
+        (
+            error(405, "method_not_allowed", "this route does not take this method"),
+            UnsupportedOperationError,
+        ),
+    ],
+)
+def test_set_job_priority_errors(response: httpx.Response, cls: type[Exception]) -> None:
+    rec = Recorder(response)
+    with pytest.raises(cls):
+        rec.client().set_job_priority("j", "bulk")
+    assert len(rec.requests) == 1
+
+
+def test_priorities_are_strings() -> None:
+    assert [p.value for p in Priority] == ["interactive", "normal", "bulk"]
+    assert isinstance(Priority.BULK, str) and str(Priority.BULK) == "bulk"
+    assert Priority("interactive") is Priority.INTERACTIVE
+    view = Recorder(httpx.Response(200, json=JOB)).client().get_job("j")
+    assert view.priority == Priority.NORMAL
+
+
+@pytest.mark.asyncio
+async def test_the_async_client_sends_priorities_too() -> None:
+    rec = Recorder(
+        httpx.Response(202, json=ACCEPTED), httpx.Response(200, json=dict(JOB, priority="bulk"))
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(rec))
+    async with AsyncClient("http://embedq.test", http_client=http, retry=FAST) as client:
+        accepted = await client.create_job(scope_context("c"), priority="normal")
+        view = await client.set_job_priority(accepted, "bulk")
+    assert view.priority == Priority.BULK
+    assert [(r.method, r.url.path, json.loads(r.content)) for r in rec.requests] == [
+        (
+            "POST",
+            "/v1/jobs",
+            {"scope": {"type": "context", "context_id": "c"}, "priority": "normal"},
+        ),
+        ("PATCH", f"/v1/jobs/{JOB_ID}", {"priority": "bulk"}),
+    ]
+    await http.aclose()
 
 
 # --- job kinds and dry runs ----------------------------------------------------------------

@@ -232,6 +232,7 @@ pub async fn requeue(
                 item_ids: chunk.to_vec(),
             },
             None,
+            None,
         )
         .await?;
         jobs.push(job.id);

@@ -1,10 +1,11 @@
-//! `POST /v1/jobs` and `GET /v1/jobs/{id}`.
+//! `POST /v1/jobs`, `GET /v1/jobs/{id}`, `PATCH /v1/jobs/{id}` (its priority) and the list and
+//! cancel routes.
 //!
 //! Creating a job costs one INSERT and one XADD whatever the job's size: the planner expands
 //! the scope later, off the request path. If the XADD fails the job row is deleted again and
 //! the caller gets 503, so no half-made job is left behind.
 
-use crate::domain::{JobId, JobKind, JobScope, JobState};
+use crate::domain::{JobId, JobKind, JobScope, JobState, Priority};
 use crate::estimate::Estimate;
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
@@ -35,6 +36,11 @@ pub struct CreateJobBody {
     #[serde(default = "default_kind", alias = "type")]
     #[schema(value_type = JobKind)]
     kind: String,
+    /// "interactive", "normal" or "bulk": which work every daemon takes first. Default: a
+    /// scope of at most `planner.interactive_max_items` item ids is interactive, any other
+    /// job normal.
+    #[schema(value_type = Option<Priority>)]
+    priority: Option<String>,
 }
 
 fn default_kind() -> String {
@@ -171,6 +177,12 @@ pub async fn create_job(
     ApiJson(body): ApiJson<CreateJobBody>,
 ) -> Result<Response, ApiError> {
     let kind = JobKind::parse(&body.kind).map_err(|e| ApiError::invalid(e.0))?;
+    let priority = body
+        .priority
+        .as_deref()
+        .map(Priority::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("priority: {e}")))?;
     let mut scope = match (kind, body.scope) {
         (_, Some(raw)) => {
             JobScope::from_json(raw).map_err(|e| ApiError::invalid(format!("scope: {e}")))?
@@ -203,19 +215,23 @@ pub async fn create_job(
         return Ok(accepted(&job, false));
     }
     check_scope(&app, &mut scope).await?;
-    let (job, created) = record_and_enqueue(&app, kind, scope, key).await?;
+    let (job, created) = record_and_enqueue(&app, kind, scope, priority, key).await?;
     Ok(accepted(&job, created))
 }
 
 /// Records a job and puts its one message on the jobs stream; if the message cannot be
 /// written, the job is removed again and the caller gets 503. Returns the job and whether this
-/// call created it (false when an idempotency key matched).
+/// call created it (false when an idempotency key matched). Without a priority the job gets
+/// its scope's default.
 pub(crate) async fn record_and_enqueue(
     app: &AppState,
     kind: JobKind,
     scope: JobScope,
+    priority: Option<Priority>,
     idempotency_key: Option<String>,
 ) -> Result<(JobRecord, bool), ApiError> {
+    let priority = priority
+        .unwrap_or_else(|| scope.default_priority(app.settings.planner.interactive_max_items));
     let created = app
         .store
         .create_job(NewJob {
@@ -223,6 +239,7 @@ pub(crate) async fn record_and_enqueue(
             kind,
             scope,
             model: app.settings.embedding.model.clone(),
+            priority,
             idempotency_key,
         })
         .await?;
@@ -249,7 +266,7 @@ pub(crate) async fn record_and_enqueue(
     {
         tracing::warn!(job = %job.id, error = %e, "could not record the job's epoch");
     }
-    tracing::info!(job = %job.id, kind = job.kind.as_str(), scope = job.scope.kind(), "job enqueued");
+    tracing::info!(job = %job.id, kind = job.kind.as_str(), scope = job.scope.kind(), priority = %job.priority, "job enqueued");
     Ok((job, true))
 }
 
@@ -294,6 +311,61 @@ pub async fn get_job(
         .get_job(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    Ok(Json(JobView::new(job, &app)))
+}
+
+/// What an operator may change on a job that has not ended.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateJobBody {
+    /// The job's new priority: tasks planned from now on (and their retries) carry it; tasks
+    /// already queued keep the one they had.
+    #[schema(value_type = Priority)]
+    priority: String,
+}
+
+/// Changes a running or queued job's priority.
+#[utoipa::path(
+    patch,
+    path = "/v1/jobs/{job_id}",
+    tag = "jobs",
+    summary = "Change a job's priority",
+    params(("job_id" = JobId, Path, description = "The job.")),
+    request_body = UpdateJobBody,
+    responses(
+        (status = 200, description = "The job, with its new priority.", body = JobView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No such job.", body = ErrorBody),
+        (status = 409, description = "The job is already COMPLETED, FAILED or CANCELLED; nothing changed.", body = ErrorBody),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, description = "An unknown priority; nothing changed.", body = ErrorBody),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn update_job(
+    State(app): State<AppState>,
+    ApiPath(job_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateJobBody>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = JobId::parse(&job_id).map_err(|e| ApiError::bad_request(e.0))?;
+    let priority =
+        Priority::parse(&body.priority).map_err(|e| ApiError::invalid(format!("priority: {e}")))?;
+    let job = app
+        .store
+        .set_job_priority(id, priority)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+    // The update touches only a job that has not ended.
+    if job.state.is_final() {
+        return Err(ApiError::conflict(format!(
+            "job {id} is already {}",
+            job.state.as_str()
+        )));
+    }
+    tracing::info!(job = %id, %priority, "job priority changed");
     Ok(Json(JobView::new(job, &app)))
 }
 

@@ -40,6 +40,7 @@ from .models import (
     SearchAnswer,
     SearchFilter,
     SearchRequest,
+    UpdateJobRequest,
     UpsertCounts,
     UpsertRequest,
 )
@@ -69,6 +70,7 @@ ROUTES: Mapping[str, Route] = {
     "estimate_job": Route("POST", "/v1/jobs", query=("dry_run",)),
     "list_jobs": Route("GET", "/v1/jobs", query=("state", "before", "limit")),
     "get_job": Route("GET", "/v1/jobs/{job_id}"),
+    "set_job_priority": Route("PATCH", "/v1/jobs/{job_id}"),
     "cancel_job": Route("POST", "/v1/jobs/{job_id}/cancel"),
     "dead_letters": Route("GET", "/v1/dead-letters", query=("before", "limit")),
     "requeue_dead_letters": Route("POST", "/v1/dead-letters/requeue"),
@@ -308,29 +310,35 @@ def job_body(
     scope: JobScope | Mapping[str, Any] | str | None,
     kind: str | None,
     extra_fields: Mapping[str, Any],
+    priority: str | None = None,
 ) -> CreateJobRequest:
     """The body of a job: an embed job (the default kind) needs a scope (``ValueError``
-    without one); a reconcile job may leave it out. An unknown kind is sent as it is, for the
-    daemon to judge.
+    without one); a reconcile job may leave it out. An unknown kind or priority is sent as it
+    is, for the daemon to judge.
     """
     kind = str(kind) if kind is not None else None
+    priority = str(priority) if priority is not None else None
     if scope is None and kind in (None, JobKind.EMBED.value):
         raise ValueError("an embed job needs a scope (scope_context(...), scope_all(), ...)")
     return CreateJobRequest(
-        scope=as_scope(scope) if scope is not None else None, kind=kind, **extra_fields
+        scope=as_scope(scope) if scope is not None else None,
+        kind=kind,
+        priority=priority,
+        **extra_fields,
     )
 
 
 def create_job(
     scope: JobScope | Mapping[str, Any] | str | None,
     kind: str | None,
+    priority: str | None,
     idempotency_key: str | None,
     extra_fields: Mapping[str, Any],
 ) -> Call[JobAccepted]:
     """Creating a job is retried only with an idempotency key: without one, a request whose
     answer was lost could make two jobs.
     """
-    body = job_body(scope, kind, extra_fields)
+    body = job_body(scope, kind, extra_fields, priority)
     return Call(
         "create_job",
         ROUTES["create_job"].path,
@@ -376,6 +384,19 @@ def list_jobs(state: str | None, before: str | None, limit: int | None) -> Call[
 def cancel_job(job_id: str) -> Call[JobView]:
     """Cancelling is retried: once the job is CANCELLED, a repeat answers 409."""
     return Call("cancel_job", _path("cancel_job", job_id=job_id), parse_model(JobView))
+
+
+def set_job_priority(job_id: str, priority: str) -> Call[JobView]:
+    """Setting a priority is retried: setting it twice is setting it once (a repeat after the
+    job ended answers 409). An unknown priority is sent as it is, for the daemon to judge.
+    """
+    body = UpdateJobRequest(priority=str(priority))
+    return Call(
+        "set_job_priority",
+        _path("set_job_priority", job_id=job_id),
+        parse_model(JobView),
+        body=body.to_json(),
+    )
 
 
 # --- dead letters ------------------------------------------------------------------------

@@ -221,6 +221,7 @@ class AsyncClient:
         scope: JobScope | Mapping[str, Any] | str | None,
         *,
         kind: str | None = None,
+        priority: str | None = None,
         idempotency_key: str | None = None,
         **extra_fields: Any,
     ) -> JobAccepted:
@@ -233,12 +234,21 @@ class AsyncClient:
         needs a scope: ``ValueError`` without one) or ``"reconcile"`` (scope ``None`` or
         :func:`~embedq.scope_all`; see :meth:`create_reconcile_job`).
 
+        ``priority`` is one of :class:`~embedq.Priority`: every daemon takes ``"interactive"``
+        work first, then ``"normal"``, then ``"bulk"``; within one priority jobs take turns.
+        ``None`` is not sent: the daemon makes a job over at most
+        ``planner.interactive_max_items`` (100 by default) item ids interactive and any other
+        job normal. An unknown priority raises :class:`~embedq.BadRequestError` (422) and
+        makes nothing. :meth:`set_job_priority` changes it later.
+
         With an ``idempotency_key`` the same key returns the same job (``created`` false),
         and the request is retried on 503 and connection errors; without one it is never
         retried, since a lost answer could otherwise make two jobs. ``extra_fields`` are
         sent in the body as they are (job options newer daemons take).
         """
-        return await self._send(ops.create_job(scope, kind, idempotency_key, extra_fields))
+        return await self._send(
+            ops.create_job(scope, kind, priority, idempotency_key, extra_fields)
+        )
 
     async def create_reconcile_job(self, *, idempotency_key: str | None = None) -> JobAccepted:
         """Creates a reconcile job (``{"kind": "reconcile"}``): it compares SQL with the
@@ -247,7 +257,9 @@ class AsyncClient:
         point is missing or stale (its counters count those). What it found is the finished
         job's :attr:`~embedq.JobView.findings`. ``idempotency_key`` as for :meth:`create_job`.
         """
-        return await self._send(ops.create_job(None, JobKind.RECONCILE.value, idempotency_key, {}))
+        return await self._send(
+            ops.create_job(None, JobKind.RECONCILE.value, None, idempotency_key, {})
+        )
 
     async def estimate_job(self, scope: JobScope | Mapping[str, Any] | str) -> Estimate:
         """What an embed job over ``scope`` would cost (``POST /v1/jobs?dry_run=true``):
@@ -276,6 +288,16 @@ class AsyncClient:
         Raises :class:`~embedq.ConflictError` if the job has already ended.
         """
         return await self._send(ops.cancel_job(job_id_of(job)))
+
+    async def set_job_priority(self, job: str | JobAccepted | JobView, priority: str) -> JobView:
+        """Changes the priority of a job that has not ended (``PATCH /v1/jobs/{id}``) to one
+        of :class:`~embedq.Priority` and returns the job with it. Tasks planned from then on
+        carry the new priority; tasks already queued keep theirs. Raises
+        :class:`~embedq.ConflictError` if the job has already ended,
+        :class:`~embedq.NotFoundError` for an unknown job and
+        :class:`~embedq.BadRequestError` for an unknown priority.
+        """
+        return await self._send(ops.set_job_priority(job_id_of(job), priority))
 
     async def wait_for_job(
         self,

@@ -8,10 +8,11 @@ lists fields: adding a field the daemon gained is one line in the model (optiona
 default, for a field the daemon may leave out).
 
 Answers (:class:`Answer` subclasses) keep fields this client does not know yet in
-``model_extra`` instead of failing, so a newer daemon never breaks an older client; states and
-statuses are plain strings for the same reason (compare them with :class:`JobState` and
-:class:`ItemStatus`, whose members are strings). Requests (:class:`Body` subclasses) refuse
-unknown fields, except :class:`CreateJobRequest`, which passes new job options through.
+``model_extra`` instead of failing, so a newer daemon never breaks an older client; states,
+statuses and priorities are plain strings for the same reason (compare them with
+:class:`JobState`, :class:`ItemStatus` and :class:`Priority`, whose members are strings).
+Requests (:class:`Body` subclasses) refuse unknown fields, except :class:`CreateJobRequest`,
+which passes new job options through.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ __all__ = [
     "JobScope",
     "JobState",
     "JobView",
+    "Priority",
     "Readiness",
     "ReadinessCheck",
     "ReadinessChecks",
@@ -64,6 +66,7 @@ __all__ = [
     "SearchAnswer",
     "SearchFilter",
     "SearchRequest",
+    "UpdateJobRequest",
     "UpsertCounts",
     "UpsertRequest",
     "scope_all",
@@ -123,6 +126,17 @@ class JobKind(_TextEnum):
 
     EMBED = "embed"
     RECONCILE = "reconcile"
+
+
+class Priority(_TextEnum):
+    """A job's priority: which work every daemon takes first. ``INTERACTIVE`` work (a few
+    items someone waits for) goes before ``NORMAL``, ``NORMAL`` before ``BULK`` (large
+    regenerations); within one priority jobs take turns.
+    """
+
+    INTERACTIVE = "interactive"
+    NORMAL = "normal"
+    BULK = "bulk"
 
 
 class IntakeVerb(_TextEnum):
@@ -358,6 +372,20 @@ class CreateJobRequest(Body):
     scope: JobScope | None = None
     #: One of :class:`JobKind`; ``None`` is not sent, and the daemon's default is ``embed``.
     kind: str | None = None
+    #: One of :class:`Priority`; ``None`` is not sent, and the daemon makes a job over at most
+    #: ``planner.interactive_max_items`` (100 by default) item ids ``interactive`` and any
+    #: other job ``normal``.
+    priority: str | None = None
+
+
+class UpdateJobRequest(Body):
+    """The body of ``PATCH /v1/jobs/{id}`` (schema ``UpdateJobBody``): what may change on a
+    job that has not ended.
+    """
+
+    #: The job's new priority, one of :class:`Priority`: tasks planned from now on (and their
+    #: retries) carry it; tasks already queued keep the one they had.
+    priority: str
 
 
 class Estimate(Answer):
@@ -432,6 +460,8 @@ class JobRecord(Answer):
     model: str
     #: One of :class:`JobState`.
     state: str
+    #: Which work every daemon takes first: one of :class:`Priority`.
+    priority: str
     #: Items in the scope (final once ``planned`` is true).
     total: int
     #: Items embedded by this job.
@@ -696,6 +726,7 @@ SCHEMA_MODELS: Mapping[str, type[BaseModel]] = {
     "ItemRecord": ItemRecord,
     "JobScope": JobScope,
     "CreateJobBody": CreateJobRequest,
+    "UpdateJobBody": UpdateJobRequest,
     "Estimate": Estimate,
     "JobAccepted": JobAccepted,
     "JobRecord": JobRecord,
@@ -723,6 +754,7 @@ SCHEMA_ENUMS: Mapping[str, type[Enum]] = {
     "JobState": JobState,
     "ItemStatus": ItemStatus,
     "JobKind": JobKind,
+    "Priority": Priority,
     "IntakeVerb": IntakeVerb,
     "HealthStatus": HealthStatus,
     "ErrorCode": ErrorCode,
@@ -730,5 +762,5 @@ SCHEMA_ENUMS: Mapping[str, type[Enum]] = {
 
 #: Request bodies: every field the document requires must be required here too.
 REQUEST_MODELS: frozenset[type[BaseModel]] = frozenset(
-    {Item, UpsertRequest, CreateJobRequest, RequeueRequest, SearchRequest}
+    {Item, UpsertRequest, CreateJobRequest, UpdateJobRequest, RequeueRequest, SearchRequest}
 )
