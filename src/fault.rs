@@ -166,6 +166,8 @@ mod enabled {
         pub instance: String,
         pub actor: String,
         pub rule: String,
+        /// The item ids of the message it fired on (a worker's request), when known.
+        pub items: Vec<String>,
     }
 
     struct Armed {
@@ -387,6 +389,7 @@ mod enabled {
                     instance: instance.to_owned(),
                     actor: name.to_owned(),
                     rule: armed.text.clone(),
+                    items: items.iter().map(|i| (*i).to_owned()).collect(),
                 });
             }
         }

@@ -152,6 +152,67 @@ async fn an_embedding_worker_panic_resends_its_task(backend: Backend) {
     .await
 }
 
+/// A worker panics on a request that mixes the inputs of three tasks or more from two jobs of
+/// two priorities: each input goes on alone with an attempt used, each task is settled once,
+/// both jobs end with exact counters and every invariant holds.
+async fn a_worker_panic_in_a_request_of_two_jobs_settles_each_task_once(backend: Backend) {
+    let mock = MockProvider::start(script_with_latency(300)).await;
+    let app = app_with(backend, &mock, |s| {
+        s.pipeline.workers = 1;
+        s.queue.task_credits = 4;
+        // Requests of 24 inputs: the four tasks held do not fit in one, so the next request
+        // after the first mixes what is left of them with the edits.
+        s.embedding.max_inputs_per_request = 24;
+    })
+    .await;
+    app.seed_items("ctx", "it", 160).await;
+    app.seed_items("edits", "ed", 2).await;
+    // The first request that carries the edit panics: by then the other tasks wait too.
+    arm(&app, "embedding_worker:panic@1#ed-000000");
+    let bulk = context_job(&app).await;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            mock.audit().requests >= 1
+        })
+        .await,
+        "the first request never left"
+    );
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            &json!({"scope": {"type": "items", "item_ids": ["ed-000000", "ed-000001"]}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let edit = body["job_id"].as_str().unwrap().to_owned();
+    for job in [&bulk, &edit] {
+        let done = app.wait_finished(job, Duration::from_secs(60)).await;
+        assert_eq!(done["state"], "COMPLETED", "{done}");
+    }
+    let fired = embedq::fault::fired(Some(&app.instance));
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let items = &fired[0].items;
+    let edits = items.iter().filter(|i| i.starts_with("ed-")).count();
+    // Tasks of 16 items: the context's items in the request span at least two of its tasks.
+    let tasks: std::collections::HashSet<usize> = items
+        .iter()
+        .filter_map(|i| i.strip_prefix("it-"))
+        .map(|n| n.parse::<usize>().unwrap() / 16)
+        .collect();
+    assert!(
+        edits >= 1 && tasks.len() >= 2,
+        "the crashed request held {edits} edits and items of {} context tasks: {items:?}",
+        tasks.len()
+    );
+    let report = app.check_invariants(&[&bulk, &edit], Some(&mock)).await;
+    report.expect(
+        &format!("{backend:?} worker panic in a mixed request"),
+        Duplicates::zero("it panics before calling the provider; its items go on alone"),
+    );
+    embedq::fault::disarm(Some(&app.instance));
+    app.stop().await;
+}
+
 async fn a_pool_panic_redelivers_what_it_held(backend: Backend) {
     one_panic(
         backend,
@@ -532,6 +593,7 @@ async fn the_daemon_exits_1_when_supervision_gives_up() {
 }
 
 on_both_backends!(
+    a_worker_panic_in_a_request_of_two_jobs_settles_each_task_once,
     a_task_intake_panic_restarts_it_alone,
     a_job_intake_panic_restarts_it_alone,
     a_planner_panic_resumes_planning_from_its_cursor,

@@ -151,15 +151,21 @@ async fn finish_with(retries: &RetrySet, committed: &mut Committed) -> Result<()
         }
         committed.retries_scheduled = true;
     }
-    let ids: Vec<String> = committed
-        .batch
-        .iter()
-        .map(|(d, _)| d.entry_id.clone())
-        .collect();
-    if let Some((delivery, _)) = committed.batch.first() {
-        delivery
-            .acker
-            .ack_settled(&ids, &committed.dead)
+    // A batch holds tasks of several priorities: each entry is acknowledged on its own
+    // stream, all in one transaction with the dead letters.
+    let mut streams: Vec<(&crate::queue::StreamAcker, Vec<String>)> = Vec::new();
+    for (delivery, _) in &committed.batch {
+        match streams
+            .iter_mut()
+            .find(|(acker, _)| acker.stream() == delivery.acker.stream())
+        {
+            Some((_, ids)) => ids.push(delivery.entry_id.clone()),
+            None => streams.push((&delivery.acker, vec![delivery.entry_id.clone()])),
+        }
+    }
+    if let Some(((first, ids), others)) = streams.split_first() {
+        first
+            .ack_settled_with(others, ids, &committed.dead)
             .await
             .map_err(|e| format!("acknowledging: {e}"))?;
     }

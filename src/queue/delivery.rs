@@ -254,7 +254,19 @@ impl StreamAcker {
     /// Acknowledges settled entries and records the items that ended FAILED as dead letters,
     /// in one transaction.
     pub async fn ack_settled(&self, ids: &[String], dead: &[DeadItem]) -> Result<(), QueueError> {
-        if ids.is_empty() && dead.is_empty() {
+        self.ack_settled_with(&[], ids, dead).await
+    }
+
+    /// [`StreamAcker::ack_settled`] for entries of several streams at once (a batch of tasks
+    /// of several priorities): `others` are entries of other ackers' streams, acknowledged in
+    /// the same transaction, each on its own stream.
+    pub async fn ack_settled_with(
+        &self,
+        others: &[(&StreamAcker, Vec<String>)],
+        ids: &[String],
+        dead: &[DeadItem],
+    ) -> Result<(), QueueError> {
+        if ids.is_empty() && dead.is_empty() && others.iter().all(|(_, ids)| ids.is_empty()) {
             return Ok(());
         }
         let mut pipe = redis::pipe();
@@ -272,6 +284,9 @@ impl StreamAcker {
             );
         }
         self.push_ack(&mut pipe, ids);
+        for (acker, ids) in others {
+            acker.push_ack(&mut pipe, ids);
+        }
         let mut conn = self.conn.clone();
         pipe.query_async::<()>(&mut conn).await?;
         Ok(())
