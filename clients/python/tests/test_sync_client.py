@@ -674,7 +674,7 @@ def test_timeouts_are_request_timeout_errors(silent_port: int) -> None:
 def test_a_dry_run_estimates_and_makes_nothing(mock: MockProvider) -> None:
     env = {
         "EMBEDQ__EMBEDDING__PRICE_PER_MILLION_TOKENS": "0.02",
-        "EMBEDQ__RATE_LIMIT__TOKENS_PER_MINUTE": "600",
+        "EMBEDQ__RATE_LIMIT__TOKENS_PER_MINUTE": "6000",
     }
     with (
         Daemon(mock_provider_env(mock), env=env) as daemon,
@@ -691,8 +691,9 @@ def test_a_dry_run_estimates_and_makes_nothing(mock: MockProvider) -> None:
         assert estimate.tokens >= 40 * 8  # at least a token a word
         assert estimate.price_per_million_tokens == pytest.approx(0.02)
         assert estimate.cost == pytest.approx(estimate.tokens / 1e6 * 0.02)
-        # 600 tokens a minute: the tokens take longer than the requests.
-        assert estimate.seconds_at_quota == pytest.approx(estimate.tokens / 600 * 60)
+        # 6,000 tokens a minute: the tokens take longer than the requests (and the job below,
+        # paced a request of at most 100 tokens at a time, takes a few seconds).
+        assert estimate.seconds_at_quota == pytest.approx(estimate.tokens / 6000 * 60)
 
         # Nothing was made: no job, no provider call, the items untouched.
         assert client.list_jobs().jobs == []
