@@ -175,8 +175,9 @@ async fn under_bulk(
         percentile(&latencies, 99.0),
         latencies.last().copied().unwrap_or(f64::NAN),
     );
+    let refused = audit.by_status.get(&429).copied().unwrap_or(0);
     println!(
-        "[{tenant_priority} tenant] the mock counted {mock_tpm:.0} tokens/min ({:.3} of {TPM}) from 10 s to {:.0} s; the bulk job had {} of {} done",
+        "[{tenant_priority} tenant] the mock counted {mock_tpm:.0} tokens/min ({:.3} of {TPM}) from 10 s to {:.0} s, 429s so far {refused}; the bulk job had {} of {} planned items done",
         mock_tpm / TPM as f64,
         window_ms as f64 / 1000.0,
         bulk_now["done"],
@@ -232,7 +233,10 @@ async fn fairness(binary: &std::path::Path) {
     let done = finished(&http, &base, &alone).await;
     let t_alone = alone_started.elapsed();
     assert_eq!(done["completed"], TENANT as i64, "{done}");
-    println!("[alone] the tenant's job: {:.2} s", t_alone.as_secs_f64());
+    println!(
+        "[alone] the tenant's job: {:.2} s (the budget's buckets start full)",
+        t_alone.as_secs_f64()
+    );
     // The next runs embed the tenant's items again: new content each time.
     let reseed = |round: usize| {
         let (http, base) = (http.clone(), base.clone());

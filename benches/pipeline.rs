@@ -6,11 +6,14 @@
 //!    `min(RPM × max_inputs_per_request, TPM / tokens_per_item) / 60`, their ratio, the tokens
 //!    and requests per minute the mock itself counted in that window, the 429s received, the
 //!    daemon's CPU milliseconds per item and its peak RSS.
-//! 2. Two daemons sharing one Redis against a mock allowing 600 requests/min: the combined
+//! 2. Packing: the same against 60 requests/min and 1,500,000 tokens/min (the request budget
+//!    binds: requests must be full) and against 3,000 requests/min and 300,000 tokens/min (the
+//!    token budget binds), with items of ~100 tokens.
+//! 3. Two daemons sharing one Redis against a mock allowing 600 requests/min: the combined
 //!    request rate over a steady minute, as the mock counted it, and each daemon's share from
 //!    its own `/metrics`.
 //!
-//! `cargo bench --bench pipeline` (about four minutes, plus one release build the first time).
+//! `cargo bench --bench pipeline` (about eight minutes, plus one release build the first time).
 //! Runs the release `embedq` binary — built without the tests' fault points, see
 //! `support::daemon::release_binary` — as child processes against the machine's PostgreSQL
 //! and Redis.
@@ -53,18 +56,23 @@ fn env(
     env
 }
 
-async fn throughput(binary: &std::path::Path) {
-    const ITEMS: usize = 40_000;
-    const TOKENS: usize = 50;
-    const RPM: u64 = 600;
-    const TPM: u64 = 1_000_000;
+/// One job at the provider's limits: `items` of `tokens` tokens against a mock at 300 ms
+/// allowing `rpm` requests and `tpm` tokens a minute (embedq configured with the same).
+async fn throughput(
+    binary: &std::path::Path,
+    label: &str,
+    items: usize,
+    tokens: usize,
+    rpm: u64,
+    tpm: u64,
+) {
     const MAX_INPUTS: f64 = 2048.0; // embedding.max_inputs_per_request
     const WARM_UP_MS: u64 = 10_000;
     let mock = MockProvider::start(MockScript {
         dimension: DIM,
         latency: Duration::from_millis(300),
-        requests_per_minute: Some(RPM as u32),
-        tokens_per_minute: Some(TPM),
+        requests_per_minute: Some(rpm as u32),
+        tokens_per_minute: Some(tpm),
         ..MockScript::default()
     })
     .await;
@@ -79,20 +87,20 @@ async fn throughput(binary: &std::path::Path) {
             vectors.path(),
             &mock,
             &[
-                ("EMBEDQ__RATE_LIMIT__REQUESTS_PER_MINUTE", RPM.to_string()),
-                ("EMBEDQ__RATE_LIMIT__TOKENS_PER_MINUTE", TPM.to_string()),
+                ("EMBEDQ__RATE_LIMIT__REQUESTS_PER_MINUTE", rpm.to_string()),
+                ("EMBEDQ__RATE_LIMIT__TOKENS_PER_MINUTE", tpm.to_string()),
             ],
         ),
     );
     let base = format!("http://127.0.0.1:{}", daemon.port);
     let http = reqwest::Client::new();
-    seed(&http, &base, "bench", ITEMS, TOKENS).await;
+    seed(&http, &base, "bench", items, tokens).await;
     let counter = embedq::providers::TokenCounter::new(embedq::config::Tokenizer::Cl100kBase);
     let tokens_per_item = (0..200)
-        .map(|i| counter.count(&passage(i * 197, TOKENS)))
+        .map(|i| counter.count(&passage(i * 197, tokens)))
         .sum::<usize>() as f64
         / 200.0;
-    let bound = (RPM as f64 * MAX_INPUTS).min(TPM as f64 / tokens_per_item) / 60.0;
+    let bound = (rpm as f64 * MAX_INPUTS).min(tpm as f64 / tokens_per_item) / 60.0;
 
     let cpu_before = cpu_ms(daemon.pid());
     let mock_t0 = mock.audit().embedded_log.last().map(|e| e.0).unwrap_or(0);
@@ -111,7 +119,7 @@ async fn throughput(binary: &std::path::Path) {
         }
         _ => (
             (0, took.as_millis() as u64),
-            ITEMS as f64 / took.as_secs_f64(),
+            items as f64 / took.as_secs_f64(),
         ),
     };
     let audit = mock.audit();
@@ -126,27 +134,27 @@ async fn throughput(binary: &std::path::Path) {
     let mock_tpm = in_window.iter().map(|e| e.2).sum::<u64>() as f64 / minutes;
     let mock_rpm = in_window.len() as f64 / minutes;
     println!(
-        "[throughput] {ITEMS} items of {tokens_per_item:.1} tokens; mock 300 ms, {RPM} requests/min, {TPM} tokens/min"
+        "[{label}] {items} items of {tokens_per_item:.1} tokens; mock 300 ms, {rpm} requests/min, {tpm} tokens/min"
     );
     println!(
-        "[throughput] steady {steady:.1} items/s (window {:.0}-{:.0} s; whole job {:.1} items/s in {:.1} s); bound {bound:.1} items/s; ratio {:.3}; completed {} failed {}",
+        "[{label}] steady {steady:.1} items/s (window {:.0}-{:.0} s; whole job {:.1} items/s in {:.1} s); bound {bound:.1} items/s; ratio {:.3}; completed {} failed {}",
         window.0 as f64 / 1000.0,
         window.1 as f64 / 1000.0,
-        ITEMS as f64 / took.as_secs_f64(),
+        items as f64 / took.as_secs_f64(),
         took.as_secs_f64(),
         steady / bound,
         job["completed"],
         job["failed"]
     );
     println!(
-        "[throughput] the mock counted {mock_tpm:.0} tokens/min ({:.3} of {TPM}) and {mock_rpm:.1} requests/min in that window; {} requests in all, 429s received {}",
-        mock_tpm / TPM as f64,
+        "[{label}] the mock counted {mock_tpm:.0} tokens/min ({:.3} of {tpm}) and {mock_rpm:.1} requests/min in that window; {} requests in all, 429s received {}",
+        mock_tpm / tpm as f64,
         audit.requests,
         audit.by_status.get(&429).copied().unwrap_or(0),
     );
     println!(
-        "[throughput] daemon CPU {:.3} ms/item, peak RSS {:.1} MiB",
-        cpu / ITEMS as f64,
+        "[{label}] daemon CPU {:.3} ms/item, peak RSS {:.1} MiB",
+        cpu / items as f64,
         rss_mib(daemon.pid(), "VmHWM:")
     );
     drop(daemon);
@@ -223,10 +231,37 @@ fn main() {
     // `cargo bench --bench pipeline -- throughput` (or `two-daemons`) runs one part.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only = |name: &str| args.iter().any(|a| a == name);
-    let all = !only("throughput") && !only("two-daemons");
+    let all = !only("throughput") && !only("packing") && !only("two-daemons");
     let binary = release_binary();
     if all || only("throughput") {
-        runtime.block_on(throughput(&binary));
+        runtime.block_on(throughput(
+            &binary,
+            "throughput",
+            40_000,
+            50,
+            600,
+            1_000_000,
+        ));
+    }
+    if all || only("packing") {
+        // The request budget binds: each request must carry 2,048 inputs' worth of tokens.
+        runtime.block_on(throughput(
+            &binary,
+            "packing, requests bind",
+            20_000,
+            100,
+            60,
+            1_500_000,
+        ));
+        // The token budget binds: requests stay big enough that the request budget never does.
+        runtime.block_on(throughput(
+            &binary,
+            "packing, tokens bind",
+            5_000,
+            100,
+            3_000,
+            300_000,
+        ));
     }
     if all || only("two-daemons") {
         runtime.block_on(two_daemons_share_one_budget(&binary));

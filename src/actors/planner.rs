@@ -164,7 +164,7 @@ fn step_failures() -> Backoff {
     Backoff::new(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-const THROTTLE_WAIT: Duration = Duration::from_millis(100);
+const THROTTLE_WAIT: Duration = Duration::from_millis(50);
 
 pub struct Planner;
 
