@@ -9,6 +9,8 @@
 //! 2. Packing: the same against 60 requests/min and 1,500,000 tokens/min (the request budget
 //!    binds: requests must be full) and against 3,000 requests/min and 300,000 tokens/min (the
 //!    token budget binds), with items of ~100 tokens.
+//!    And with no quota at all: items/s against what four workers of one request each allow
+//!    at 300 ms, with the daemon's and the mock's CPU per item (on 2 cores, the CPU binds).
 //! 3. Two daemons sharing one Redis against a mock allowing 600 requests/min: the combined
 //!    request rate over a steady minute, as the mock counted it, and each daemon's share from
 //!    its own `/metrics`.
@@ -100,15 +102,21 @@ async fn throughput(
         .map(|i| counter.count(&passage(i * 197, tokens)))
         .sum::<usize>() as f64
         / 200.0;
-    let bound = (rpm as f64 * MAX_INPUTS).min(tpm as f64 / tokens_per_item) / 60.0;
+    // What the quota allows, and what the provider's latency allows the daemon's workers
+    // (pipeline.workers = 4, one request each, of at most 2,048 inputs at 300 ms).
+    let quota_bound = (rpm as f64 * MAX_INPUTS).min(tpm as f64 / tokens_per_item) / 60.0;
+    let latency_bound = 4.0 * MAX_INPUTS / 0.3;
+    let bound = quota_bound.min(latency_bound);
 
     let cpu_before = cpu_ms(daemon.pid());
+    let mock_cpu_before = cpu_ms(std::process::id());
     let mock_t0 = mock.audit().embedded_log.last().map(|e| e.0).unwrap_or(0);
     let started = Instant::now();
     let id = create_job(&http, &base, "bench").await;
     let (job, samples) = follow(&http, &base, &id).await;
     let took = started.elapsed();
     let cpu = cpu_ms(daemon.pid()) - cpu_before;
+    let mock_cpu = cpu_ms(std::process::id()) - mock_cpu_before;
     // The steady window: from WARM_UP_MS to the last sample before the end.
     let first = samples.iter().find(|(t, _)| *t >= WARM_UP_MS).copied();
     let last = samples.iter().rev().nth(1).copied();
@@ -153,8 +161,10 @@ async fn throughput(
         audit.by_status.get(&429).copied().unwrap_or(0),
     );
     println!(
-        "[{label}] daemon CPU {:.3} ms/item, peak RSS {:.1} MiB",
+        "[{label}] daemon CPU {:.3} ms/item, the mock (this process) {:.3} ms/item: {:.2} of the machine's 2 cores in all over the job; daemon peak RSS {:.1} MiB",
         cpu / items as f64,
+        mock_cpu / items as f64,
+        (cpu + mock_cpu) / took.as_secs_f64() / 1000.0,
         rss_mib(daemon.pid(), "VmHWM:")
     );
     drop(daemon);
@@ -231,7 +241,7 @@ fn main() {
     // `cargo bench --bench pipeline -- throughput` (or `two-daemons`) runs one part.
     let args: Vec<String> = std::env::args().skip(1).collect();
     let only = |name: &str| args.iter().any(|a| a == name);
-    let all = !only("throughput") && !only("packing") && !only("two-daemons");
+    let all = !only("throughput") && !only("packing") && !only("unlimited") && !only("two-daemons");
     let binary = release_binary();
     if all || only("throughput") {
         runtime.block_on(throughput(
@@ -261,6 +271,17 @@ fn main() {
             100,
             3_000,
             300_000,
+        ));
+    }
+    if all || only("unlimited") {
+        // No quota: what the provider's latency and the machine allow.
+        runtime.block_on(throughput(
+            &binary,
+            "unlimited",
+            40_000,
+            100,
+            1_000_000_000,
+            100_000_000_000,
         ));
     }
     if all || only("two-daemons") {

@@ -237,6 +237,11 @@ impl DaemonSetup {
 
     /// The invariant check, once the daemon is gone (the vector files are one process's).
     async fn check(&self, job: &str, mock: &MockProvider) -> Report {
+        self.check_jobs(&[job], mock).await
+    }
+
+    /// [`DaemonSetup::check`] over several jobs.
+    async fn check_jobs(&self, jobs: &[&str], mock: &MockProvider) -> Report {
         let mut db = embedq::config::Settings::defaults().database;
         db.url = self.db.url.clone();
         db.max_connections = 2;
@@ -255,7 +260,7 @@ impl DaemonSetup {
             model: MODEL,
             dimension: support::TEST_DIMENSION,
         };
-        let report = check(&scene, &[job], &Default::default(), Some(&mock.audit())).await;
+        let report = check(&scene, jobs, &Default::default(), Some(&mock.audit())).await;
         store.close().await;
         report
     }
@@ -317,6 +322,76 @@ async fn sigkill_mid_batch_completes_after_the_visibility_timeout(backend: Backe
         Duplicates::at_most(
             HELD,
             "the items held in memory at the kill, embedded but not yet committed (≤ queue.task_credits × planner.task_size)",
+        ),
+    );
+    setup.cleanup().await;
+}
+
+/// SIGKILL while requests mix the tasks of a normal job and of an interactive one (requests of
+/// 48 inputs over tasks of 32): after the restart both jobs complete, each item counted once,
+/// and what was embedded twice is at most what the killed daemon held.
+async fn sigkill_while_requests_mix_two_jobs(backend: Backend) {
+    let mock = MockProvider::start(script_with_latency(150)).await;
+    let setup = DaemonSetup::new(backend).await;
+    let visibility = Duration::from_millis(3_000);
+    let mut env = setup.env(&mock.base_url(), visibility.as_millis() as u64);
+    env.push((
+        "EMBEDQ__EMBEDDING__MAX_INPUTS_PER_REQUEST".into(),
+        "48".into(),
+    ));
+    let mut daemon = tokio::task::block_in_place(|| Daemon::start(env));
+    let bulk = setup.seed_and_start(&daemon, KILL_ITEMS).await;
+    let edits: Vec<Value> = (0..60)
+        .map(|i| json!({"id": format!("ed-{i:06}"), "content": format!("edit {i}")}))
+        .collect();
+    setup
+        .post(&daemon, "/v1/contexts/edits/items", json!({"items": edits}))
+        .await;
+    let mut completed = 0;
+    while completed < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        completed = setup.job(&daemon, &bulk).await["completed"]
+            .as_i64()
+            .unwrap();
+    }
+    let ids: Vec<String> = (0..60).map(|i| format!("ed-{i:06}")).collect();
+    let edit = setup
+        .post(
+            &daemon,
+            "/v1/jobs",
+            json!({"scope": {"type": "items", "item_ids": ids}}),
+        )
+        .await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(setup.job(&daemon, &edit).await["priority"], "interactive");
+    // Kill once the edit's first inputs went out beside the bulk job's.
+    let started = Instant::now();
+    while !mock.audit().embedded.contains_key("edit 0") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the edit never went out"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    tokio::task::block_in_place(|| daemon.kill());
+    tokio::task::block_in_place(|| daemon.restart());
+    for job in [&bulk, &edit] {
+        let done = setup
+            .wait_finished(&daemon, job, Duration::from_secs(120))
+            .await;
+        assert_eq!(done["state"], "COMPLETED", "{done}");
+    }
+    setup.wait_drained(visibility * 4).await;
+    let status = tokio::task::block_in_place(|| daemon.terminate());
+    assert!(status.success(), "{status}");
+    let report = setup.check_jobs(&[&bulk, &edit], &mock).await;
+    report.expect(
+        &format!("{backend:?} SIGKILL while requests mix two jobs"),
+        Duplicates::at_most(
+            2 * HELD,
+            "the items held in memory at the kill, embedded but not yet committed (task credits × task size, for each of the two priorities in use)",
         ),
     );
     setup.cleanup().await;
@@ -817,6 +892,7 @@ async fn an_update_that_does_not_change_content(backend: Backend) {
 
 on_both_backends!(
     sigkill_mid_batch_completes_after_the_visibility_timeout,
+    sigkill_while_requests_mix_two_jobs,
     sigterm_mid_job_finishes_in_flight_batches,
     redis_restart_during_blocking_reads_mid_job,
     provider_unreachable_mid_job,
