@@ -146,6 +146,9 @@ enum JobsCommand {
         /// --items is interactive, any other job normal).
         #[arg(long, value_parser = ["interactive", "normal", "bulk"], conflicts_with = "dry_run")]
         priority: Option<String>,
+        /// Whose work it is: jobs of one priority take turns by tenant, then by job.
+        #[arg(long, conflicts_with = "dry_run")]
+        tenant: Option<String>,
     },
     /// List jobs, newest first.
     List {
@@ -316,6 +319,7 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                     watch,
                     dry_run,
                     priority,
+                    tenant,
                 } => {
                     let scope = if let Some(c) = context {
                         json!({"type": "context", "context_id": c})
@@ -335,7 +339,8 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                         println!("{}", jobs::estimate_lines(&estimate));
                         return Ok(ExitCode::SUCCESS);
                     }
-                    let id = jobs::create(&client, scope, priority.as_deref()).await?;
+                    let id = jobs::create(&client, scope, priority.as_deref(), tenant.as_deref())
+                        .await?;
                     println!("{id}");
                     if watch {
                         return Ok(watched(jobs::watch(&client, &id).await?));

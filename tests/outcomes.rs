@@ -35,6 +35,7 @@ async fn store_with_items(backend: Backend, n: usize) -> (TestDatabase, Store, J
             scope: JobScope::Context { context_id: ctx },
             model: MODEL.into(),
             priority: embedq::domain::Priority::Normal,
+            tenant: None,
             idempotency_key: None,
         })
         .await

@@ -1,7 +1,8 @@
 //! Priorities and turns, end to end against a provider whose request budget binds: an
 //! interactive edit is embedded while a bulk job still holds the quota; a small job started
 //! behind a big one of the same priority finishes long before it; an operator's change of
-//! priority moves the rest of a running job; and bad input changes nothing.
+//! priority moves the rest of a running job; and bad input (an unknown priority, a tenant that
+//! is not 1 to 128 visible ASCII characters) changes nothing.
 
 mod support;
 
@@ -210,11 +211,22 @@ async fn bad_priorities_change_nothing(backend: Backend) {
     assert!(body.to_string().contains("priority"), "{body}");
     assert_eq!(app.job_count().await, jobs_before, "no job was made");
 
+    let (status, body) = app
+        .post_json(
+            "/v1/jobs",
+            &json!({"scope": {"type": "context", "context_id": "ctx"}, "tenant": "has space"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("tenant"), "{body}");
+    assert_eq!(app.job_count().await, jobs_before, "no job was made");
+
     let job = create(
         &app,
-        json!({"scope": {"type": "context", "context_id": "ctx"}, "priority": "bulk"}),
+        json!({"scope": {"type": "context", "context_id": "ctx"}, "priority": "bulk", "tenant": "acme"}),
     )
     .await;
+    assert_eq!(app.job(&job).await["tenant"], "acme");
     let (status, body) = patch(
         &app,
         &format!("/v1/jobs/{job}"),

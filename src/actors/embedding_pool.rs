@@ -26,7 +26,7 @@ use crate::config::SupervisionSettings;
 use crate::domain::JobState;
 use crate::embedding::{
     Answer, EmbedRequest, Group, InputAction, InputRef, InputResult, PendingInputs, PreparedInput,
-    RequestInput, TaskProgress, actions_for, classify, settle_unloaded, shares,
+    RequestInput, Share, TaskProgress, actions_for, classify, settle_unloaded, shares,
 };
 use crate::events::EventBus;
 use crate::gate::PipelineGate;
@@ -415,7 +415,7 @@ impl EmbeddingPool {
             let input_ref = InputRef {
                 task: entry.clone(),
                 index,
-                job: message.job_id,
+                share: Share::of(message.job_id, message.tenant.as_ref()),
                 priority: message.priority,
             };
             state

@@ -15,7 +15,7 @@
 
 use super::reconcile_job::{self, Findings, ReconcileError, Reconciling};
 use crate::config::PlannerSettings;
-use crate::domain::{JobId, JobKind, JobScope, JobState, Priority};
+use crate::domain::{JobId, JobKind, JobScope, JobState, Priority, Tenant};
 use crate::messages::{JobMessage, TaskItem, TaskMessage};
 use crate::point_sync::PointSync;
 use crate::queue::{Delivery, PagePlanned, PageWrite, PlanProgress, PlanScripts, QueueError};
@@ -68,6 +68,7 @@ struct Planning {
     scope: JobScope,
     model: String,
     priority: Priority,
+    tenant: Option<Tenant>,
     /// The planner's turn counter when this job last had a page planned (0: never).
     last_turn: u64,
     progress: PlanProgress,
@@ -187,16 +188,39 @@ impl Planner {
     }
 }
 
+/// A job's claim to the next turn: its priority, its tenant's last turn (the latest of its
+/// tenant's jobs; its own when it has no tenant) and its own last turn.
+type Turn = (Priority, u64, u64);
+
 /// The job whose page is planned next, as an index into `jobs`: of the highest priority whose
 /// stream has room (`waiting` tasks of each priority, in [`Priority::ALL`]'s order, below
-/// `max_waiting`), the one whose last turn is oldest. `None` when every stream that a job
-/// needs is full.
-fn next_turn(jobs: &[(Priority, u64)], waiting: [u64; 3], max_waiting: u64) -> Option<usize> {
+/// `max_waiting`), the tenant whose last turn is oldest, and of its jobs the one whose last
+/// turn is oldest. `None` when every stream that a job needs is full.
+fn next_turn(jobs: &[Turn], waiting: [u64; 3], max_waiting: u64) -> Option<usize> {
     jobs.iter()
         .enumerate()
-        .filter(|(_, (priority, _))| waiting[priority.rank()] < max_waiting)
-        .min_by_key(|(i, (priority, last_turn))| (*priority, *last_turn, *i))
+        .filter(|(_, (priority, _, _))| waiting[priority.rank()] < max_waiting)
+        .min_by_key(|(i, turn)| (turn.0, turn.1, turn.2, *i))
         .map(|(i, _)| i)
+}
+
+/// Each active job's [`Turn`].
+fn turns(active: &[Planning]) -> Vec<Turn> {
+    active
+        .iter()
+        .map(|p| {
+            let tenant_turn = match &p.tenant {
+                Some(tenant) => active
+                    .iter()
+                    .filter(|o| o.tenant.as_ref() == Some(tenant))
+                    .map(|o| o.last_turn)
+                    .max()
+                    .unwrap_or(p.last_turn),
+                None => p.last_turn,
+            };
+            (p.priority, tenant_turn, p.last_turn)
+        })
+        .collect()
 }
 
 /// Starts planning the job of the oldest entry not started yet: records a producer's job,
@@ -216,7 +240,13 @@ async fn start_next(state: &mut PlannerState) -> Result<StepOutcome, PlanError> 
                 .unwrap_or_else(|| scope.default_priority(args.interactive_max_items));
             Some(
                 args.store
-                    .record_job_from_stream(job_id, scope, &args.model, priority)
+                    .record_job_from_stream(
+                        job_id,
+                        scope,
+                        &args.model,
+                        priority,
+                        delivery.message.tenant.as_ref(),
+                    )
                     .await?,
             )
         }
@@ -251,6 +281,7 @@ async fn start_next(state: &mut PlannerState) -> Result<StepOutcome, PlanError> 
                 scope: job.scope,
                 model: job.model,
                 priority: job.priority,
+                tenant: job.tenant,
                 last_turn: 0,
                 progress,
                 epoch,
@@ -309,11 +340,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
     }
 
     let waiting = state.args.scripts.waiting_tasks().await?;
-    let turns: Vec<(Priority, u64)> = state
-        .active
-        .iter()
-        .map(|p| (p.priority, p.last_turn))
-        .collect();
+    let turns = turns(&state.active);
     let Some(index) = next_turn(&turns, waiting, state.args.settings.max_queued_tasks) else {
         return Ok(StepOutcome::Throttled);
     };
@@ -395,6 +422,7 @@ async fn step(state: &mut PlannerState) -> Result<StepOutcome, PlanError> {
                 isolated: false,
                 reembed: page.reembed,
                 priority: planning.priority,
+                tenant: planning.tenant.clone(),
             };
             task.payload()
         })
@@ -657,6 +685,7 @@ mod tests {
                 scope,
                 model: "m".into(),
                 priority,
+                tenant: None,
                 idempotency_key: None,
             };
             self.store().create_job(new).await.unwrap().job.id
@@ -842,6 +871,7 @@ mod tests {
             isolated: false,
             reembed: false,
             priority: Priority::Normal,
+            tenant: None,
         };
         let epoch = scripts.epoch().await.unwrap();
         let written = scripts
@@ -892,27 +922,63 @@ mod tests {
     fn the_next_turn_is_the_highest_priority_with_room_then_the_oldest_turn() {
         use Priority::*;
         let room = [0, 0, 0];
+        // A job without a tenant is a tenant of its own: its tenant's turn is its own.
+        let alone = |p: Priority, t: u64| (p, t, t);
         // Two normal jobs take turns; a bulk job waits while they have room.
-        assert_eq!(
-            next_turn(&[(Normal, 3), (Normal, 2), (Bulk, 0)], room, 10),
-            Some(1)
-        );
-        assert_eq!(
-            next_turn(&[(Normal, 3), (Normal, 4), (Bulk, 0)], room, 10),
-            Some(0)
-        );
+        let jobs = [alone(Normal, 3), alone(Normal, 2), alone(Bulk, 0)];
+        assert_eq!(next_turn(&jobs, room, 10), Some(1));
+        let jobs = [alone(Normal, 3), alone(Normal, 4), alone(Bulk, 0)];
+        assert_eq!(next_turn(&jobs, room, 10), Some(0));
         // An interactive job goes first, whatever the turns.
-        assert_eq!(
-            next_turn(&[(Normal, 0), (Interactive, 9)], room, 10),
-            Some(1)
-        );
+        let jobs = [alone(Normal, 0), alone(Interactive, 9)];
+        assert_eq!(next_turn(&jobs, room, 10), Some(1));
         // A full stream passes the turn to the next priority; all full: nothing.
-        assert_eq!(
-            next_turn(&[(Normal, 0), (Bulk, 5)], [0, 10, 0], 10),
-            Some(1)
-        );
-        assert_eq!(next_turn(&[(Normal, 0), (Bulk, 5)], [0, 10, 10], 10), None);
+        let jobs = [alone(Normal, 0), alone(Bulk, 5)];
+        assert_eq!(next_turn(&jobs, [0, 10, 0], 10), Some(1));
+        assert_eq!(next_turn(&jobs, [0, 10, 10], 10), None);
         assert_eq!(next_turn(&[], room, 10), None);
+    }
+
+    #[test]
+    fn tenants_take_turns_before_their_jobs_do() {
+        use Priority::*;
+        // Tenant A has three jobs, tenant B one. A's jobs had turns 1, 2 and 3, B's job 0.
+        let a = Tenant::parse("a").unwrap();
+        let b = Tenant::parse("b").unwrap();
+        let tenants = [&a, &a, &a, &b];
+        let mut last = [1u64, 2, 3, 0];
+        let mut order = Vec::new();
+        for turn in 4..10 {
+            let jobs: Vec<Turn> = (0..4)
+                .map(|j| {
+                    let tenant_turn = (0..4)
+                        .filter(|o| tenants[*o] == tenants[j])
+                        .map(|o| last[o])
+                        .max()
+                        .unwrap();
+                    (Normal, tenant_turn, last[j])
+                })
+                .collect();
+            let next = next_turn(&jobs, [0, 0, 0], 10).unwrap();
+            last[next] = turn;
+            order.push((tenants[next].as_str().to_owned(), next));
+        }
+        let tenants_in_turn: Vec<&str> = order.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(
+            tenants_in_turn,
+            ["b", "a", "b", "a", "b", "a"],
+            "tenants alternate"
+        );
+        let a_jobs: Vec<usize> = order
+            .iter()
+            .filter(|(t, _)| t == "a")
+            .map(|(_, j)| *j)
+            .collect();
+        assert_eq!(
+            a_jobs,
+            [0, 1, 2],
+            "and a tenant's jobs take its turns in order"
+        );
     }
 
     #[tokio::test]

@@ -135,8 +135,9 @@ async fn replan(
     let reembed = record
         .as_ref()
         .is_some_and(|j| j.kind == crate::domain::JobKind::Reconcile);
-    // The tasks keep the job's priority.
-    let priority = record.map(|j| j.priority).unwrap_or_default();
+    // The tasks keep the job's priority and tenant.
+    let priority = record.as_ref().map(|j| j.priority).unwrap_or_default();
+    let tenant = record.and_then(|j| j.tenant);
     loop {
         if args.scripts.waiting_tasks().await?[priority.rank()] >= args.max_queued_tasks {
             return Ok(Replanned::Throttled);
@@ -171,6 +172,7 @@ async fn replan(
                     isolated: false,
                     reembed,
                     priority,
+                    tenant: tenant.clone(),
                 }
                 .payload()
             })

@@ -67,7 +67,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let job = jobs::create(&client, json!({"type": "all"}), None).await?;
+    let job = jobs::create(&client, json!({"type": "all"}), None, None).await?;
     let done = jobs::watch(&client, &job).await?;
     let took = started.elapsed().as_secs_f64();
     let total = done["total"].as_i64().unwrap_or(0);

@@ -16,10 +16,14 @@ pub async fn create(
     client: &AdminClient,
     scope: Value,
     priority: Option<&str>,
+    tenant: Option<&str>,
 ) -> anyhow::Result<String> {
     let mut body = json!({"scope": scope});
     if let Some(priority) = priority {
         body["priority"] = json!(priority);
+    }
+    if let Some(tenant) = tenant {
+        body["tenant"] = json!(tenant);
     }
     let answer = client.post("/v1/jobs", &body).await?;
     Ok(answer["job_id"].as_str().unwrap_or_default().to_owned())

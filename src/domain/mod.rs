@@ -7,6 +7,7 @@ mod metadata;
 mod priority;
 mod scope;
 mod status;
+mod tenant;
 
 pub use content::{ContentHash, ItemContent};
 pub use ids::{ContextId, ItemId, JobId};
@@ -14,6 +15,7 @@ pub use metadata::{FieldFilter, FilterValue, Metadata, MetadataFilter};
 pub use priority::Priority;
 pub use scope::JobScope;
 pub use status::{ItemStatus, JobKind, JobState};
+pub use tenant::Tenant;
 
 /// Why an input was refused; the message is safe to show to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

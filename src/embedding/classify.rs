@@ -189,6 +189,7 @@ pub(crate) mod tests {
                 .collect(),
             isolated: false,
             priority: Default::default(),
+            tenant: None,
             reembed: false,
         }
     }

@@ -20,5 +20,5 @@ pub use classify::{PreparedInput, classify};
 pub use progress::{InputResult, TaskProgress, settle_unloaded};
 pub use request::{
     Answer, ComputedVector, EmbedRequest, Group, InputAction, InputRef, NotStored, PendingInputs,
-    RequestInput, RequestOutcome, actions_for, shares, to_vectors,
+    RequestInput, RequestOutcome, Share, actions_for, shares, to_vectors,
 };

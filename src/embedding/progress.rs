@@ -46,8 +46,9 @@ pub struct TaskProgress {
     crash_retries: Vec<(TaskMessage, Duration)>,
     /// The task's retries embed even up-to-date items, as it does.
     reembed: bool,
-    /// The task's priority, kept by its retries.
+    /// The task's priority and tenant, kept by its retries.
     priority: crate::domain::Priority,
+    tenant: Option<crate::domain::Tenant>,
     /// Tokens the provider billed for this task's inputs so far (its share of each request).
     billed_tokens: u64,
 }
@@ -71,6 +72,7 @@ impl TaskProgress {
             crash_retries: Vec::new(),
             reembed: task.reembed,
             priority: task.priority,
+            tenant: task.tenant.clone(),
             billed_tokens: 0,
         }
     }
@@ -122,6 +124,7 @@ impl TaskProgress {
                                 isolated: true,
                                 reembed: self.reembed,
                                 priority: self.priority,
+                                tenant: self.tenant.clone(),
                             },
                             after,
                         ));
@@ -188,6 +191,7 @@ impl TaskProgress {
                     isolated: false,
                     reembed: self.reembed,
                     priority: self.priority,
+                    tenant: self.tenant.clone(),
                 },
                 wait,
             ));
@@ -240,6 +244,7 @@ mod tests {
             isolated: false,
             reembed: false,
             priority: crate::domain::Priority::Bulk,
+            tenant: None,
         }
     }
 

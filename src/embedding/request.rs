@@ -2,19 +2,37 @@
 //! the outcome of one request means for each of its inputs.
 
 use super::progress::InputResult;
-use crate::domain::{ContentHash, ContextId, ItemId, JobId, Priority};
+use crate::domain::{ContentHash, ContextId, ItemId, JobId, Priority, Tenant};
 use crate::providers::{ProviderError, RequestLimits};
 use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Which input of which held task: the task's stream entry id and the input's index in it,
-/// and the task's job and priority (which queue it waits in).
+/// and the task's share and priority (which queue it waits in).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InputRef {
     pub task: String,
     pub index: usize,
-    pub job: JobId,
+    pub share: Share,
     pub priority: Priority,
+}
+
+/// Whose turn an input waits for within its priority: its job's tenant, or the job itself
+/// when it has none. (Within one tenant, its jobs' inputs wait in arrival order; the planner
+/// has interleaved their pages already.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Share {
+    Tenant(Tenant),
+    Job(JobId),
+}
+
+impl Share {
+    pub fn of(job: JobId, tenant: Option<&Tenant>) -> Self {
+        match tenant {
+            Some(tenant) => Self::Tenant(tenant.clone()),
+            None => Self::Job(job),
+        }
+    }
 }
 
 /// A set of inputs that must travel together in a request of their own (the half of a
@@ -28,18 +46,18 @@ struct Waiting {
     group: Group,
 }
 
-/// The inputs of one priority: a queue per job, oldest first, and the jobs in a ring whose
-/// front is served first.
+/// The inputs of one priority: a queue per share (tenant or job), oldest first, and the
+/// shares in a ring whose front is served first.
 #[derive(Debug, Default)]
 struct JobRing {
-    jobs: VecDeque<(JobId, VecDeque<Waiting>)>,
+    jobs: VecDeque<(Share, VecDeque<Waiting>)>,
 }
 
 impl JobRing {
     /// The job's queue; `at_front` also puts the job at the front of the ring (a request
     /// made again goes next).
-    fn queue(&mut self, job: JobId, at_front: bool) -> &mut VecDeque<Waiting> {
-        let index = match self.jobs.iter().position(|(j, _)| *j == job) {
+    fn queue(&mut self, job: &Share, at_front: bool) -> &mut VecDeque<Waiting> {
+        let index = match self.jobs.iter().position(|(j, _)| j == job) {
             Some(index) if at_front && index > 0 => {
                 let entry = self.jobs.remove(index).expect("index in range");
                 self.jobs.push_front(entry);
@@ -47,11 +65,11 @@ impl JobRing {
             }
             Some(index) => index,
             None if at_front => {
-                self.jobs.push_front((job, VecDeque::new()));
+                self.jobs.push_front((job.clone(), VecDeque::new()));
                 0
             }
             None => {
-                self.jobs.push_back((job, VecDeque::new()));
+                self.jobs.push_back((job.clone(), VecDeque::new()));
                 self.jobs.len() - 1
             }
         };
@@ -64,10 +82,11 @@ impl JobRing {
 }
 
 /// Inputs waiting for a request, whichever task they belong to: one ring per priority, and in
-/// it one queue per job. A request takes from the highest priority first and fills what room
-/// is left from the next, so an interactive input goes out in the very next request and that
-/// request is still full; within one priority it takes one input of each job in turn, so a
-/// small job's inputs share every request with a big job's backlog instead of waiting for it.
+/// it one queue per share (a tenant, or a job without one). A request takes from the highest
+/// priority first and fills what room is left from the next, so an interactive input goes out
+/// in the very next request and that request is still full; within one priority it takes one
+/// input of each share in turn, so a small job's inputs share every request with a big job's
+/// backlog instead of waiting for it, and a tenant with many jobs gets one turn like any other.
 #[derive(Debug, Default)]
 pub struct PendingInputs {
     rings: [JobRing; 3],
@@ -102,8 +121,8 @@ impl PendingInputs {
     pub fn push_back(&mut self, input: InputRef, tokens: usize, alone: bool) {
         let group = if alone { self.new_group() } else { None };
         self.tokens += tokens;
-        let (rank, job) = (input.priority.rank(), input.job);
-        self.rings[rank].queue(job, false).push_back(Waiting {
+        let (rank, share) = (input.priority.rank(), input.share.clone());
+        self.rings[rank].queue(&share, false).push_back(Waiting {
             input,
             tokens,
             group,
@@ -114,8 +133,8 @@ impl PendingInputs {
     pub fn requeue(&mut self, inputs: Vec<(InputRef, usize)>, group: Group) {
         for (input, tokens) in inputs.into_iter().rev() {
             self.tokens += tokens;
-            let (rank, job) = (input.priority.rank(), input.job);
-            self.rings[rank].queue(job, true).push_front(Waiting {
+            let (rank, share) = (input.priority.rank(), input.share.clone());
+            self.rings[rank].queue(&share, true).push_front(Waiting {
                 input,
                 tokens,
                 group,
@@ -494,7 +513,7 @@ mod tests {
         InputRef {
             task: task.into(),
             index,
-            job: job_of(task),
+            share: Share::Job(job_of(task)),
             priority: Priority::Normal,
         }
     }
@@ -542,6 +561,39 @@ mod tests {
         );
         assert_eq!(p.tokens, 0);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_tenants_jobs_share_one_turn() {
+        let mut p = PendingInputs::default();
+        let acme = Share::Tenant(Tenant::parse("acme").unwrap());
+        // Tenant acme's two jobs, then another job without a tenant.
+        for t in ["a1/1", "a2/1"] {
+            for i in 0..2 {
+                p.push_back(
+                    InputRef {
+                        share: acme.clone(),
+                        ..input(t, i)
+                    },
+                    1,
+                    false,
+                );
+            }
+        }
+        for i in 0..2 {
+            p.push_back(input("solo/1", i), 1, false);
+        }
+        let tasks: Vec<String> = p
+            .take_request(LIMITS)
+            .inputs
+            .into_iter()
+            .map(|(i, _)| i.task)
+            .collect();
+        assert_eq!(
+            tasks,
+            ["a1/1", "a1/1", "solo/1"],
+            "acme's turn and the solo job's"
+        );
     }
 
     #[test]

@@ -147,6 +147,7 @@ mod tests {
             model: "m".into(),
             state: JobState::Queued,
             priority: crate::domain::Priority::Normal,
+            tenant: None,
             total: 0,
             completed: 0,
             failed: 0,

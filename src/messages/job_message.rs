@@ -12,7 +12,7 @@
 //! the reason.
 
 use super::{EntryFields, Malformed, SCHEMA_VERSION, StreamMessage, text_field};
-use crate::domain::{JobId, JobScope, Priority};
+use crate::domain::{JobId, JobScope, Priority, Tenant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobMessage {
@@ -21,6 +21,8 @@ pub struct JobMessage {
     pub scope: Option<Box<JobScope>>,
     /// A producer's choice of priority for a job it enqueued straight on Redis.
     pub priority: Option<Priority>,
+    /// A producer's tenant for such a job.
+    pub tenant: Option<Tenant>,
 }
 
 impl JobMessage {
@@ -30,6 +32,7 @@ impl JobMessage {
             job_id,
             scope: None,
             priority: None,
+            tenant: None,
         }
     }
 }
@@ -48,6 +51,9 @@ impl StreamMessage for JobMessage {
         }
         if let Some(priority) = self.priority {
             fields.push(("priority", priority.as_str().into()));
+        }
+        if let Some(tenant) = &self.tenant {
+            fields.push(("tenant", tenant.to_string()));
         }
         fields
     }
@@ -72,10 +78,17 @@ impl StreamMessage for JobMessage {
         } else {
             None
         };
+        let tenant = if fields.contains_key("tenant") {
+            let raw = text_field(fields, "tenant")?;
+            Some(Tenant::parse(raw).map_err(|e| Malformed(format!("field \"tenant\": {e}")))?)
+        } else {
+            None
+        };
         Ok(Self {
             job_id,
             scope,
             priority,
+            tenant,
         })
     }
 }
@@ -117,6 +130,7 @@ mod tests {
             ("job_id", &id),
             ("scope", r#"{"type":"items","item_ids":["b","a","b"]}"#),
             ("priority", "bulk"),
+            ("tenant", "acme"),
         ]))
         .expect("decodes");
         let Some(JobScope::Items { item_ids }) = m.scope.as_deref() else {
@@ -125,6 +139,7 @@ mod tests {
         let ids: Vec<&str> = item_ids.iter().map(|i| i.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
         assert_eq!(m.priority, Some(Priority::Bulk));
+        assert_eq!(m.tenant.as_ref().map(Tenant::as_str), Some("acme"));
         let again: EntryFields = m
             .encode()
             .into_iter()
@@ -146,5 +161,8 @@ mod tests {
         let err = JobMessage::decode(&fields(&[("v", "1"), ("job_id", &id), ("priority", "now")]))
             .expect_err("an unknown priority");
         assert!(err.0.contains("priority"), "{err}");
+        let err = JobMessage::decode(&fields(&[("v", "1"), ("job_id", &id), ("tenant", "a b")]))
+            .expect_err("a tenant with a space");
+        assert!(err.0.contains("tenant"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //! attempt count raised, so the count survives restarts.
 
 use super::{EntryFields, Malformed, SCHEMA_VERSION, StreamMessage, text_field};
-use crate::domain::{ItemId, JobId, Priority};
+use crate::domain::{ItemId, JobId, Priority, Tenant};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,9 @@ pub struct TaskMessage {
     /// or a reclaimed task keeps it.
     #[serde(default, skip_serializing_if = "Priority::is_normal")]
     pub priority: Priority,
+    /// The job's tenant: the pool shares requests by tenant, then by job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<Tenant>,
 }
 
 impl TaskMessage {
@@ -88,6 +91,7 @@ mod tests {
             isolated: false,
             reembed: false,
             priority: Priority::Normal,
+            tenant: None,
         };
         let payload = t.encode().remove(1).1;
         assert_eq!(decode(&payload).unwrap(), t);
@@ -97,10 +101,12 @@ mod tests {
             isolated: true,
             reembed: false,
             priority: Priority::Interactive,
+            tenant: Some(Tenant::parse("acme").unwrap()),
             ..t
         };
         let payload = alone.encode().remove(1).1;
         assert!(payload.contains(r#""priority":"interactive""#), "{payload}");
+        assert!(payload.contains(r#""tenant":"acme""#), "{payload}");
         assert_eq!(decode(&payload).unwrap(), alone);
     }
 

@@ -3,7 +3,7 @@
 
 use super::records::{JOB_COLUMNS, JobRecord};
 use super::{Store, StoreError};
-use crate::domain::{JobId, JobKind, JobScope, JobState, Priority, now_millis};
+use crate::domain::{JobId, JobKind, JobScope, JobState, Priority, Tenant, now_millis};
 
 /// A job about to be recorded.
 #[derive(Debug, Clone)]
@@ -13,6 +13,7 @@ pub struct NewJob {
     pub scope: JobScope,
     pub model: String,
     pub priority: Priority,
+    pub tenant: Option<Tenant>,
     pub idempotency_key: Option<String>,
 }
 
@@ -66,8 +67,8 @@ impl Store {
         let scope = serde_json::to_string(&new.scope)
             .map_err(|e| StoreError::Corrupt(format!("scope does not serialise: {e}")))?;
         let sql = format!(
-            "INSERT INTO jobs (id, kind, scope, model, state, priority, idempotency_key, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $7) \
+            "INSERT INTO jobs (id, kind, scope, model, state, priority, tenant, idempotency_key, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $8) \
              ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
         );
         let row = sqlx::query(&sql)
@@ -76,6 +77,7 @@ impl Store {
             .bind(scope)
             .bind(new.model)
             .bind(new.priority.as_str())
+            .bind(new.tenant.as_ref().map(|t| t.as_str().to_owned()))
             .bind(new.idempotency_key.clone())
             .bind(now)
             .fetch_optional(&self.pool)
@@ -105,18 +107,20 @@ impl Store {
         scope: &JobScope,
         model: &str,
         priority: Priority,
+        tenant: Option<&Tenant>,
     ) -> Result<JobRecord, StoreError> {
         let now = now_millis();
         let scope = serde_json::to_string(scope)
             .map_err(|e| StoreError::Corrupt(format!("scope does not serialise: {e}")))?;
         sqlx::query(
-            "INSERT INTO jobs (id, kind, scope, model, state, priority, created_at, updated_at) \
-             VALUES ($1, 'embed', $2, $3, 'QUEUED', $4, $5, $5) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO jobs (id, kind, scope, model, state, priority, tenant, created_at, updated_at) \
+             VALUES ($1, 'embed', $2, $3, 'QUEUED', $4, $5, $6, $6) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id.to_string())
         .bind(scope)
         .bind(model.to_owned())
         .bind(priority.as_str())
+        .bind(tenant.map(|t| t.as_str().to_owned()))
         .bind(now)
         .execute(&self.pool)
         .await?;

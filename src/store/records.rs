@@ -3,7 +3,7 @@
 use super::StoreError;
 use crate::domain::{
     ContentHash, ContextId, ItemId, ItemStatus, JobId, JobKind, JobScope, JobState, Metadata,
-    Priority,
+    Priority, Tenant,
 };
 use serde::Serialize;
 use sqlx::Row;
@@ -80,6 +80,9 @@ pub struct JobRecord {
     pub state: JobState,
     /// Which work is taken first: interactive, then normal, then bulk.
     pub priority: Priority,
+    /// Whose work it is: jobs of one priority take turns by tenant, then by job.
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<Tenant>,
     /// Items in the scope (final once `planned` is true).
     pub total: i64,
     /// Items embedded by this job.
@@ -109,7 +112,7 @@ pub struct JobRecord {
     pub finished_at: Option<i64>,
 }
 
-pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, priority, total, completed, failed, \
+pub(super) const JOB_COLUMNS: &str = "id, kind, scope, model, state, priority, tenant, total, completed, failed, \
      skipped, deleted, tokens, planning_cursor, planned_at, idempotency_key, error, result, created_at, \
      updated_at, started_at, finished_at";
 
@@ -127,6 +130,11 @@ impl JobRecord {
             model: row.try_get("model")?,
             state: JobState::parse(&state).map_err(|e| StoreError::Corrupt(e.0))?,
             priority: Priority::parse(&row.try_get::<String, _>("priority")?)
+                .map_err(|e| StoreError::Corrupt(e.0))?,
+            tenant: row
+                .try_get::<Option<String>, _>("tenant")?
+                .map(Tenant::parse)
+                .transpose()
                 .map_err(|e| StoreError::Corrupt(e.0))?,
             total: row.try_get("total")?,
             completed: row.try_get("completed")?,

@@ -132,6 +132,14 @@ async def test_priorities(aclient: AsyncClient) -> None:
         assert (info.value.status, info.value.code) == (422, "invalid")
         with pytest.raises(BadRequestError):
             await aclient.create_job(scope_context(ctx), priority="urgent")
+        assert view.tenant is None
+        acme = await aclient.create_job(scope_context(ctx), tenant="acme")
+        assert (await aclient.get_job(acme)).tenant == "acme"
+        with pytest.raises(BadRequestError) as info:
+            await aclient.create_job(scope_context(ctx), tenant="has space")
+        assert (info.value.status, info.value.code) == (422, "invalid")
+        assert (await aclient.list_jobs(limit=1)).jobs[0].id == acme.job_id
+        assert (await aclient.cancel_job(acme)).tenant == "acme"
         assert (await aclient.cancel_job(job)).priority == "interactive"
         with pytest.raises(ConflictError):
             await aclient.set_job_priority(job, "normal")

@@ -109,6 +109,21 @@ def test_priorities_and_the_priority_route_are_compared(document: dict[str, Any]
     ]
 
 
+def test_tenants_are_compared(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert "tenant" in schemas["JobRecord"]["properties"]
+    assert "tenant" in schemas["CreateJobBody"]["properties"]
+    assert "tenant" not in schemas["CreateJobBody"].get("required", [])
+    doc = copy.deepcopy(document)
+    del doc["components"]["schemas"]["JobRecord"]["properties"]["tenant"]
+    del doc["components"]["schemas"]["CreateJobBody"]["properties"]["tenant"]
+    assert new_failures(document, doc) == [
+        "FAIL  CreateJobBody (CreateJobRequest).tenant: in the client's model, not in the document",
+        "FAIL  JobRecord (JobRecord).tenant: in the client's model, not in the document",
+        "FAIL  JobView (JobView).tenant: in the client's model, not in the document",
+    ]
+
+
 def test_optional_and_nullable_answers_must_be_optional_in_the_client(
     document: dict[str, Any],
 ) -> None:

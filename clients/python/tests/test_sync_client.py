@@ -232,6 +232,22 @@ def test_job_priorities_default_change_and_refuse(client: Client) -> None:
     assert (info.value.status, info.value.code) == (422, "invalid")
     assert client.get_job(bulk).priority == "interactive"
 
+    # A tenant is kept with the job; a job without one has none.
+    acme = client.create_job(scope_context(ctx), priority="bulk", tenant="acme")
+    view = client.get_job(acme)
+    assert (view.state, view.priority, view.tenant) == (JobState.QUEUED, "bulk", "acme")
+    assert client.get_job(few).tenant is None and changed.tenant is None
+    tenants = {j.id: j.tenant for j in client.list_jobs(limit=10).jobs}
+    assert tenants[acme.job_id] == "acme" and tenants[bulk.job_id] is None
+    # An invalid tenant is refused, and nothing is made.
+    newest = client.list_jobs(limit=1).jobs[0].id
+    with pytest.raises(BadRequestError) as info:
+        client.create_job(scope_context(ctx), tenant="has space")
+    assert (info.value.status, info.value.code) == (422, "invalid")
+    assert "tenant" in info.value.reason
+    assert client.list_jobs(limit=1).jobs[0].id == newest == acme.job_id
+    assert client.cancel_job(acme).tenant == "acme"
+
     # A job that ended keeps the priority it had: changing it is a conflict.
     cancelled = client.cancel_job(bulk)
     assert (cancelled.state, cancelled.priority) == (JobState.CANCELLED, "interactive")

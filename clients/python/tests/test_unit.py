@@ -73,6 +73,7 @@ JOB = {
     "model": "m",
     "state": "QUEUED",
     "priority": "normal",
+    "tenant": None,
     "total": 0,
     "completed": 0,
     "failed": 0,
@@ -559,6 +560,69 @@ async def test_the_async_client_sends_priorities_too() -> None:
             {"scope": {"type": "context", "context_id": "c"}, "priority": "normal"},
         ),
         ("PATCH", f"/v1/jobs/{JOB_ID}", {"priority": "bulk"}),
+    ]
+    await http.aclose()
+
+
+# --- tenants -------------------------------------------------------------------------------
+
+
+def test_a_tenant_is_sent_only_when_given() -> None:
+    rec = Recorder(httpx.Response(202, json=ACCEPTED))
+    rec.client().create_job(scope_context("c"), tenant="acme")
+    rec.client().create_job(scope_items(["a"]), priority=Priority.BULK, tenant="acme/eu-1")
+    rec.client().create_job(scope_context("c"))
+    rec.client().create_job(scope_context("c"), tenant=None)
+    rec.client().create_reconcile_job()
+    rec.client().create_job("all", tenant="has space")  # the daemon judges it
+    assert [json.loads(r.content) for r in rec.requests] == [
+        {"scope": {"type": "context", "context_id": "c"}, "tenant": "acme"},
+        {"scope": {"type": "items", "item_ids": ["a"]}, "priority": "bulk", "tenant": "acme/eu-1"},
+        {"scope": {"type": "context", "context_id": "c"}},
+        {"scope": {"type": "context", "context_id": "c"}},
+        {"kind": "reconcile"},
+        {"scope": {"type": "all"}, "tenant": "has space"},
+    ]
+
+
+def test_an_invalid_tenant_is_the_daemons_422() -> None:
+    reason = "tenant: 1 to 128 visible ASCII characters (no spaces or control characters)"
+    rec = Recorder(error(422, "invalid", reason))
+    with pytest.raises(BadRequestError) as info:
+        rec.client().create_job(scope_context("c"), tenant="has space", idempotency_key="k")
+    assert (info.value.status, info.value.code, info.value.reason) == (422, "invalid", reason)
+    with pytest.raises(BadRequestError):
+        rec.client().create_job(scope_context("c"), tenant="")
+    assert len(rec.requests) == 2  # neither is retried
+    assert json.loads(rec.requests[1].content)["tenant"] == ""
+
+
+def test_a_jobs_tenant_is_read_and_may_be_null() -> None:
+    view = Recorder(httpx.Response(200, json=dict(JOB, tenant="acme"))).client().get_job("j")
+    assert view.tenant == "acme" and view.model_extra == {}
+    assert Recorder(httpx.Response(200, json=JOB)).client().get_job("j").tenant is None
+    older = {k: v for k, v in JOB.items() if k != "tenant"}  # a daemon without tenants
+    assert Recorder(httpx.Response(200, json=older)).client().get_job("j").tenant is None
+    page = {"jobs": [dict(JOB, tenant="acme"), JOB], "next_before": None}
+    listed = Recorder(httpx.Response(200, json=page)).client().list_jobs()
+    assert [j.tenant for j in listed.jobs] == ["acme", None]
+
+
+@pytest.mark.asyncio
+async def test_the_async_client_sends_tenants_too() -> None:
+    rec = Recorder(
+        httpx.Response(202, json=ACCEPTED),
+        httpx.Response(202, json=ACCEPTED),
+        httpx.Response(200, json=dict(JOB, tenant="acme")),
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(rec))
+    async with AsyncClient("http://embedq.test", http_client=http, retry=FAST) as client:
+        accepted = await client.create_job(scope_context("c"), tenant="acme")
+        await client.create_job(scope_context("c"))
+        assert (await client.get_job(accepted)).tenant == "acme"
+    assert [json.loads(r.content) for r in rec.requests[:2]] == [
+        {"scope": {"type": "context", "context_id": "c"}, "tenant": "acme"},
+        {"scope": {"type": "context", "context_id": "c"}},
     ]
     await http.aclose()
 

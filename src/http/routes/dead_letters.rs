@@ -233,6 +233,7 @@ pub async fn requeue(
             },
             None,
             None,
+            None,
         )
         .await?;
         jobs.push(job.id);

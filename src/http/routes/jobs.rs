@@ -5,7 +5,7 @@
 //! the scope later, off the request path. If the XADD fails the job row is deleted again and
 //! the caller gets 503, so no half-made job is left behind.
 
-use crate::domain::{JobId, JobKind, JobScope, JobState, Priority};
+use crate::domain::{JobId, JobKind, JobScope, JobState, Priority, Tenant};
 use crate::estimate::Estimate;
 use crate::http::error::ErrorBody;
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
@@ -41,6 +41,10 @@ pub struct CreateJobBody {
     /// job normal.
     #[schema(value_type = Option<Priority>)]
     priority: Option<String>,
+    /// Whose work it is (1 to 128 visible ASCII characters): jobs of one priority take turns
+    /// by tenant, then by job, so a tenant's many jobs get one share. None: the job is a
+    /// tenant of its own.
+    tenant: Option<String>,
 }
 
 fn default_kind() -> String {
@@ -183,6 +187,11 @@ pub async fn create_job(
         .map(Priority::parse)
         .transpose()
         .map_err(|e| ApiError::invalid(format!("priority: {e}")))?;
+    let tenant = body
+        .tenant
+        .map(Tenant::parse)
+        .transpose()
+        .map_err(|e| ApiError::invalid(format!("tenant: {e}")))?;
     let mut scope = match (kind, body.scope) {
         (_, Some(raw)) => {
             JobScope::from_json(raw).map_err(|e| ApiError::invalid(format!("scope: {e}")))?
@@ -215,7 +224,7 @@ pub async fn create_job(
         return Ok(accepted(&job, false));
     }
     check_scope(&app, &mut scope).await?;
-    let (job, created) = record_and_enqueue(&app, kind, scope, priority, key).await?;
+    let (job, created) = record_and_enqueue(&app, kind, scope, priority, tenant, key).await?;
     Ok(accepted(&job, created))
 }
 
@@ -228,6 +237,7 @@ pub(crate) async fn record_and_enqueue(
     kind: JobKind,
     scope: JobScope,
     priority: Option<Priority>,
+    tenant: Option<Tenant>,
     idempotency_key: Option<String>,
 ) -> Result<(JobRecord, bool), ApiError> {
     let priority = priority
@@ -240,6 +250,7 @@ pub(crate) async fn record_and_enqueue(
             scope,
             model: app.settings.embedding.model.clone(),
             priority,
+            tenant,
             idempotency_key,
         })
         .await?;

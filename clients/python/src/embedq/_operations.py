@@ -311,10 +311,11 @@ def job_body(
     kind: str | None,
     extra_fields: Mapping[str, Any],
     priority: str | None = None,
+    tenant: str | None = None,
 ) -> CreateJobRequest:
     """The body of a job: an embed job (the default kind) needs a scope (``ValueError``
-    without one); a reconcile job may leave it out. An unknown kind or priority is sent as it
-    is, for the daemon to judge.
+    without one); a reconcile job may leave it out. An unknown kind or priority, and a tenant
+    the daemon refuses, are sent as they are, for the daemon to judge.
     """
     kind = str(kind) if kind is not None else None
     priority = str(priority) if priority is not None else None
@@ -324,6 +325,7 @@ def job_body(
         scope=as_scope(scope) if scope is not None else None,
         kind=kind,
         priority=priority,
+        tenant=tenant,
         **extra_fields,
     )
 
@@ -332,13 +334,14 @@ def create_job(
     scope: JobScope | Mapping[str, Any] | str | None,
     kind: str | None,
     priority: str | None,
+    tenant: str | None,
     idempotency_key: str | None,
     extra_fields: Mapping[str, Any],
 ) -> Call[JobAccepted]:
     """Creating a job is retried only with an idempotency key: without one, a request whose
     answer was lost could make two jobs.
     """
-    body = job_body(scope, kind, extra_fields, priority)
+    body = job_body(scope, kind, extra_fields, priority, tenant)
     return Call(
         "create_job",
         ROUTES["create_job"].path,

@@ -222,6 +222,7 @@ class AsyncClient:
         *,
         kind: str | None = None,
         priority: str | None = None,
+        tenant: str | None = None,
         idempotency_key: str | None = None,
         **extra_fields: Any,
     ) -> JobAccepted:
@@ -241,13 +242,19 @@ class AsyncClient:
         job normal. An unknown priority raises :class:`~embedq.BadRequestError` (422) and
         makes nothing. :meth:`set_job_priority` changes it later.
 
+        ``tenant`` says whose work the job is (1 to 128 visible ASCII characters, no spaces):
+        among jobs of one priority every daemon takes turns by tenant, then by job within a
+        tenant, so one tenant's many jobs never starve another's one. ``None`` is not sent: the
+        job is a tenant of its own. An invalid tenant raises :class:`~embedq.BadRequestError`
+        (422) and makes nothing.
+
         With an ``idempotency_key`` the same key returns the same job (``created`` false),
         and the request is retried on 503 and connection errors; without one it is never
         retried, since a lost answer could otherwise make two jobs. ``extra_fields`` are
         sent in the body as they are (job options newer daemons take).
         """
         return await self._send(
-            ops.create_job(scope, kind, priority, idempotency_key, extra_fields)
+            ops.create_job(scope, kind, priority, tenant, idempotency_key, extra_fields)
         )
 
     async def create_reconcile_job(self, *, idempotency_key: str | None = None) -> JobAccepted:
@@ -258,7 +265,7 @@ class AsyncClient:
         job's :attr:`~embedq.JobView.findings`. ``idempotency_key`` as for :meth:`create_job`.
         """
         return await self._send(
-            ops.create_job(None, JobKind.RECONCILE.value, None, idempotency_key, {})
+            ops.create_job(None, JobKind.RECONCILE.value, None, None, idempotency_key, {})
         )
 
     async def estimate_job(self, scope: JobScope | Mapping[str, Any] | str) -> Estimate:

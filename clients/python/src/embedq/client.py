@@ -220,6 +220,7 @@ class Client:
         *,
         kind: str | None = None,
         priority: str | None = None,
+        tenant: str | None = None,
         idempotency_key: str | None = None,
         **extra_fields: Any,
     ) -> JobAccepted:
@@ -239,12 +240,20 @@ class Client:
         job normal. An unknown priority raises :class:`~embedq.BadRequestError` (422) and
         makes nothing. :meth:`set_job_priority` changes it later.
 
+        ``tenant`` says whose work the job is (1 to 128 visible ASCII characters, no spaces):
+        among jobs of one priority every daemon takes turns by tenant, then by job within a
+        tenant, so one tenant's many jobs never starve another's one. ``None`` is not sent: the
+        job is a tenant of its own. An invalid tenant raises :class:`~embedq.BadRequestError`
+        (422) and makes nothing.
+
         With an ``idempotency_key`` the same key returns the same job (``created`` false),
         and the request is retried on 503 and connection errors; without one it is never
         retried, since a lost answer could otherwise make two jobs. ``extra_fields`` are
         sent in the body as they are (job options newer daemons take).
         """
-        return self._send(ops.create_job(scope, kind, priority, idempotency_key, extra_fields))
+        return self._send(
+            ops.create_job(scope, kind, priority, tenant, idempotency_key, extra_fields)
+        )
 
     def create_reconcile_job(self, *, idempotency_key: str | None = None) -> JobAccepted:
         """Creates a reconcile job (``{"kind": "reconcile"}``): it compares SQL with the
@@ -253,7 +262,9 @@ class Client:
         point is missing or stale (its counters count those). What it found is the finished
         job's :attr:`~embedq.JobView.findings`. ``idempotency_key`` as for :meth:`create_job`.
         """
-        return self._send(ops.create_job(None, JobKind.RECONCILE.value, None, idempotency_key, {}))
+        return self._send(
+            ops.create_job(None, JobKind.RECONCILE.value, None, None, idempotency_key, {})
+        )
 
     def estimate_job(self, scope: JobScope | Mapping[str, Any] | str) -> Estimate:
         """What an embed job over ``scope`` would cost (``POST /v1/jobs?dry_run=true``):

@@ -376,6 +376,10 @@ class CreateJobRequest(Body):
     #: ``planner.interactive_max_items`` (100 by default) item ids ``interactive`` and any
     #: other job ``normal``.
     priority: str | None = None
+    #: Whose work it is: 1 to 128 visible ASCII characters (no spaces); among jobs of one
+    #: priority the daemon takes turns by tenant, then by job within a tenant. ``None`` is not
+    #: sent, and the job is a tenant of its own.
+    tenant: str | None = None
 
 
 class UpdateJobRequest(Body):
@@ -462,6 +466,9 @@ class JobRecord(Answer):
     state: str
     #: Which work every daemon takes first: one of :class:`Priority`.
     priority: str
+    #: Whose work it is: among jobs of one priority the daemon takes turns by tenant, then by
+    #: job within a tenant; ``None`` when the job has none (it is a tenant of its own).
+    tenant: str | None = None
     #: Items in the scope (final once ``planned`` is true).
     total: int
     #: Items embedded by this job.
