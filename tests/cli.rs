@@ -276,3 +276,58 @@ async fn reconcile_and_dry_run() {
     );
     app.stop().await;
 }
+
+/// `embedq jobs create --priority --tenant`, `jobs list` and `jobs priority`: the priority and
+/// the tenant are sent and shown; an unknown priority is refused before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_take_a_priority_and_a_tenant_and_change_priority() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |s| s.pipeline.embed = false).await;
+    app.seed_items("ctx", "it", 3).await;
+    // Paused, the job stays QUEUED: its priority may change.
+    let (status, _) = app.post_json("/v1/pause", &json!({})).await;
+    assert_eq!(status, 202);
+    let jobs_before = app.job_count().await;
+    let (code, _, stderr) = tokio::task::block_in_place(|| {
+        embedq(
+            &app,
+            &["jobs", "create", "--context", "ctx", "--priority", "urgent"],
+        )
+    });
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("urgent"), "{stderr}");
+    assert_eq!(app.job_count().await, jobs_before, "nothing was made");
+
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        embedq(
+            &app,
+            &[
+                "jobs",
+                "create",
+                "--context",
+                "ctx",
+                "--priority",
+                "bulk",
+                "--tenant",
+                "acme",
+            ],
+        )
+    });
+    assert_eq!(code, Some(0), "{stderr}");
+    let id = stdout.trim().to_owned();
+    let job = app.job(&id).await;
+    assert_eq!(
+        (job["priority"].as_str(), job["tenant"].as_str()),
+        (Some("bulk"), Some("acme"))
+    );
+    let (_, listed, _) = tokio::task::block_in_place(|| embedq(&app, &["jobs", "list"]));
+    assert!(
+        listed.contains(&id) && listed.contains("bulk (acme)"),
+        "{listed}"
+    );
+    let (code, changed, stderr) =
+        tokio::task::block_in_place(|| embedq(&app, &["jobs", "priority", &id, "interactive"]));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(changed.contains("interactive (acme)"), "{changed}");
+    assert_eq!(app.job(&id).await["priority"], "interactive");
+    app.stop().await;
+}

@@ -94,11 +94,15 @@ pub async fn set_priority(client: &AdminClient, id: &str, priority: &str) -> any
 }
 
 pub fn line(job: &Value) -> String {
+    let priority = match job["tenant"].as_str() {
+        Some(tenant) => format!("{} ({tenant})", job["priority"].as_str().unwrap_or("?")),
+        None => job["priority"].as_str().unwrap_or("?").to_owned(),
+    };
     format!(
         "{}  {:<9}  {:<11}  {}/{} done (completed {}, skipped {}, failed {})  {}  scope {}",
         job["id"].as_str().unwrap_or("?"),
         job["state"].as_str().unwrap_or("?"),
-        job["priority"].as_str().unwrap_or("?"),
+        priority,
         job["done"],
         job["total"],
         job["completed"],
