@@ -196,6 +196,51 @@ async fn jobs_of_one_priority_take_turns_and_a_priority_change_applies(backend: 
     app.stop().await;
 }
 
+/// An edit is read and embedded while more jobs than one daemon's planner used to hold (4) are
+/// being planned, each held back by backpressure.
+async fn an_edit_is_embedded_while_many_jobs_are_being_planned(backend: Backend) {
+    let mock = MockProvider::start(script_with_latency(50)).await;
+    let app = app_with(backend, &mock, |s| {
+        quota_bound(s);
+        s.planner.max_queued_tasks = 2;
+    })
+    .await;
+    let mut jobs = Vec::new();
+    for n in 0..6 {
+        let context = format!("c{n}");
+        app.seed_items(&context, &format!("c{n}"), 300).await;
+        jobs.push(
+            create(
+                &app,
+                json!({"scope": {"type": "context", "context_id": context}}),
+            )
+            .await,
+        );
+    }
+    app.seed_items("docs", "ed", 1).await;
+    let edit = create(
+        &app,
+        json!({"scope": {"type": "items", "item_ids": ["ed-000000"]}}),
+    )
+    .await;
+    let edited = app.wait_finished(&edit, Duration::from_secs(30)).await;
+    assert_eq!(edited["completed"], 1, "{edited}");
+    for job in &jobs {
+        let now = app.job(job).await;
+        assert_eq!(
+            now["planned"], false,
+            "every other job is still being planned: {now}"
+        );
+    }
+    for job in &jobs {
+        let (status, _) = app
+            .post_json(&format!("/v1/jobs/{job}/cancel"), &json!({}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    app.stop().await;
+}
+
 /// An unknown priority is refused with the reason and makes or changes nothing.
 async fn bad_priorities_change_nothing(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| s.pipeline.embed = false).await;
@@ -258,5 +303,6 @@ async fn bad_priorities_change_nothing(backend: Backend) {
 on_both_backends!(
     an_edit_is_embedded_while_a_bulk_job_holds_the_quota,
     jobs_of_one_priority_take_turns_and_a_priority_change_applies,
+    an_edit_is_embedded_while_many_jobs_are_being_planned,
     bad_priorities_change_nothing,
 );
