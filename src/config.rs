@@ -3,9 +3,10 @@
 //! Secrets come from the environment only. [`Settings::load`] validates everything, so a bad
 //! setting stops start-up with a message that names the key and the reason.
 
+use crate::domain::{Cron, JobScope, Priority, Tenant};
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,11 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     pub vectors: VectorSettings,
     pub supervision: SupervisionSettings,
+    pub documents: DocumentSettings,
+    pub scheduler: SchedulerSettings,
+    /// `[[schedules]]`: jobs that run themselves (none by default).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleSettings>,
     #[serde(skip)]
     pub secrets: Secrets,
 }
@@ -314,6 +320,94 @@ pub struct SupervisionSettings {
     pub max_restarts: u32,
     #[serde(rename = "restart_window_ms", with = "millis")]
     pub restart_window: Duration,
+}
+
+/// Documents uploaded to be split into chunks (`POST /v1/contexts/{id}/documents`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentSettings {
+    /// Largest document accepted, in bytes (also bounded by `server.max_body_bytes`).
+    pub max_bytes: usize,
+    /// Most chunks one document may make.
+    pub max_chunks: usize,
+    /// Default chunk size and overlap, in tokens of the provider's tokenizer (a request may
+    /// name its own).
+    pub chunk_tokens: usize,
+    pub overlap_tokens: usize,
+}
+
+/// How the one active scheduler among the daemons runs the `[[schedules]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// How often the active scheduler looks for due ticks (and renews its lease).
+    #[serde(rename = "poll_ms", with = "millis")]
+    pub poll: Duration,
+    /// The scheduler's lease in Redis: a daemon that stops renewing it (stopped, paused, cut
+    /// off) loses it after this long and another takes over.
+    #[serde(rename = "lease_ms", with = "millis")]
+    pub lease: Duration,
+    /// A tick not fired within this long (every daemon was down) is missed: it fires once on
+    /// start or is skipped, as its schedule's `missed` says. Later ticks fire one job each.
+    #[serde(rename = "misfire_grace_ms", with = "millis")]
+    pub misfire_grace: Duration,
+}
+
+/// One `[[schedules]]` entry: a cron expression and the job each tick makes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Unique among the schedules: 1 to 64 ASCII letters, digits, `-` or `_`.
+    pub name: String,
+    pub cron: Cron,
+    #[serde(default)]
+    pub missed: MissedTicks,
+    pub job: ScheduledJob,
+}
+
+/// What happens to ticks missed while no daemon could fire them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MissedTicks {
+    /// The latest missed tick fires once, on start.
+    #[default]
+    CatchUpOnce,
+    /// Missed ticks are skipped; the schedule goes on from its next tick.
+    Skip,
+}
+
+/// The job a schedule makes at each tick.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScheduledJob {
+    /// An embed job of a scope: `{type = "failed"}` requeues FAILED items, `{type =
+    /// "stale_model"}` re-embeds items of another model; `context` and `all` as in the API
+    /// (an explicit list of items is refused: it is an edit, not a schedule).
+    Embed {
+        #[serde(deserialize_with = "scheduled_scope")]
+        #[schema(value_type = Object)]
+        scope: JobScope,
+        #[serde(default)]
+        priority: Option<Priority>,
+        #[serde(default)]
+        #[schema(value_type = Option<String>)]
+        tenant: Option<Tenant>,
+    },
+    /// A reconcile job (compare SQL with the vector store and repair).
+    Reconcile,
+    /// Remove dead letters older than this many days (no job: the firing records how many).
+    PurgeDeadLetters { older_than_days: u32 },
+}
+
+fn scheduled_scope<'de, D: serde::Deserializer<'de>>(d: D) -> Result<JobScope, D::Error> {
+    let raw = serde_json::Value::deserialize(d)?;
+    let scope = JobScope::from_json(raw).map_err(serde::de::Error::custom)?;
+    if matches!(scope, JobScope::Items { .. }) {
+        return Err(serde::de::Error::custom(
+            "a schedule's scope is context, all, failed or stale_model, not a list of items",
+        ));
+    }
+    Ok(scope)
 }
 
 /// Durations written in the files as whole milliseconds (`*_ms` keys).
@@ -634,6 +728,56 @@ impl Settings {
                 "supervision.restart_backoff_ms",
                 "must not exceed supervision.max_restart_backoff_ms",
             );
+        }
+        let docs = &self.documents;
+        if docs.max_bytes == 0 || docs.max_chunks == 0 {
+            return invalid(
+                "documents.max_bytes",
+                "documents.max_bytes and documents.max_chunks must be at least 1",
+            );
+        }
+        if docs.chunk_tokens < 8 || docs.overlap_tokens >= docs.chunk_tokens {
+            return invalid(
+                "documents.chunk_tokens",
+                "must be at least 8 and above documents.overlap_tokens",
+            );
+        }
+        let sched = &self.scheduler;
+        if sched.poll.is_zero() || sched.lease < sched.poll * 3 {
+            return invalid(
+                "scheduler.lease_ms",
+                "must be at least three times scheduler.poll_ms (which must be at least 1)",
+            );
+        }
+        if sched.misfire_grace < sched.lease + sched.poll {
+            return invalid(
+                "scheduler.misfire_grace_ms",
+                "must be at least scheduler.lease_ms + scheduler.poll_ms, or a tick due while the lease passes to another daemon would count as missed",
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        for schedule in &self.schedules {
+            let name = &schedule.name;
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+            {
+                return invalid(
+                    "schedules.name",
+                    format!("{name:?} must be 1 to 64 ASCII letters, digits, - or _"),
+                );
+            }
+            if !names.insert(name.as_str()) {
+                return invalid("schedules.name", format!("{name:?} is given twice"));
+            }
+            if let ScheduledJob::PurgeDeadLetters { older_than_days: 0 } = schedule.job {
+                return invalid(
+                    "schedules.job.older_than_days",
+                    format!("schedule {name:?}: must be at least 1"),
+                );
+            }
         }
         if self.secrets.admin_token.is_none() && !self.server.listen.ip().is_loopback() {
             return invalid(

@@ -13,6 +13,7 @@
 
 pub(crate) mod actors;
 pub mod config;
+pub mod documents;
 pub mod domain;
 pub(crate) mod embedding;
 pub(crate) mod estimate;
@@ -30,5 +31,6 @@ pub(crate) mod retry;
 pub mod shutdown;
 pub mod startup;
 pub mod store;
+pub(crate) mod submit;
 pub mod telemetry;
 pub mod vectors;

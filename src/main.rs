@@ -30,7 +30,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 )]
 struct Cli {
     /// A TOML file layered over config/default.toml (and config/$EMBEDQ_ENV.toml).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "EMBEDQ_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -105,6 +105,14 @@ enum Command {
     DeadLetters {
         #[command(subcommand)]
         command: DeadLettersCommand,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the configured schedules with their next tick and latest firings.
+    Schedules {
+        /// Firings shown per schedule (0 to 100).
+        #[arg(long, default_value_t = 3)]
+        firings: usize,
         #[command(flatten)]
         remote: Remote,
     },
@@ -451,6 +459,12 @@ async fn run(command: Command, settings: Option<Settings>) -> anyhow::Result<Exi
                     );
                 }
             }
+        }
+        Command::Schedules { firings, remote } => {
+            let answer = client(&remote)?
+                .get(&format!("/v1/schedules?firings={firings}"))
+                .await?;
+            print!("{}", cli::schedules::table(&answer));
         }
         Command::Pause { remote } => {
             client(&remote)?.post("/v1/pause", &json!({})).await?;

@@ -6,8 +6,9 @@
 
 use crate::actors::{
     Addresses, Children, EmbeddingChildren, IntakeArgs, IntakeHealth, PlannerArgs, PoolArgs,
-    RateLimitedEmbedder, RateLimiterArgs, ReconcilerArgs, ReconcilerReport, StatusWriterArgs,
-    SupervisionReport, Supervisor, SupervisorArgs, SupervisorMsg, VectorWriterArgs, WorkerArgs,
+    RateLimitedEmbedder, RateLimiterArgs, ReconcilerArgs, ReconcilerReport, SchedulerArgs,
+    SchedulerReport, StatusWriterArgs, SupervisionReport, Supervisor, SupervisorArgs,
+    SupervisorMsg, VectorWriterArgs, WorkerArgs,
 };
 use crate::config::{Provider, Settings, VectorBackend};
 use crate::events::EventBus;
@@ -169,6 +170,7 @@ struct Shared {
     job_intake: Arc<IntakeHealth>,
     task_intake: Arc<IntakeHealth>,
     reconciler: ReconcilerReport,
+    scheduler: SchedulerReport,
     events: EventBus,
 }
 
@@ -303,6 +305,16 @@ fn wire(
                 backends.vectors.clone(),
             ),
         },
+        scheduler: SchedulerArgs {
+            store: backends.store.clone(),
+            redis: backends.shared.clone(),
+            keys: keys.clone(),
+            settings: settings.scheduler.clone(),
+            schedules: settings.schedules.clone(),
+            model: settings.embedding.model.clone(),
+            fired_by: consumer.to_owned(),
+            report: shared.scheduler.clone(),
+        },
         vector_writer: VectorWriterArgs {
             vectors: backends.vectors.clone(),
             store: backends.store.clone(),
@@ -356,6 +368,7 @@ impl Application {
             job_intake: Arc::new(IntakeHealth::default()),
             task_intake: Arc::new(IntakeHealth::default()),
             reconciler: ReconcilerReport::default(),
+            scheduler: SchedulerReport::default(),
             events: EventBus::new(),
         };
         let (children, addresses, embedder) = wire(&settings, &backends, &consumer, &shared)?;
@@ -410,6 +423,7 @@ impl Application {
                 job_intake: shared.job_intake,
                 task_intake: shared.task_intake,
                 reconciler: shared.reconciler,
+                scheduler: shared.scheduler,
                 embedder,
                 instance: consumer.clone(),
             },

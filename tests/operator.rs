@@ -293,6 +293,9 @@ async fn every_admin_route_needs_the_token(backend: Backend) {
         ("POST", "/v1/contexts/c/items"),
         ("DELETE", "/v1/contexts/c"),
         ("POST", "/v1/contexts/c/search"),
+        ("POST", "/v1/contexts/c/documents"),
+        ("DELETE", "/v1/documents/x"),
+        ("GET", "/v1/schedules"),
         ("GET", "/v1/dead-letters"),
         ("POST", "/v1/dead-letters/requeue"),
         ("DELETE", "/v1/dead-letters/1-0"),
@@ -341,6 +344,7 @@ async fn every_admin_route_needs_the_token(backend: Backend) {
                 .replace("{id}", "1-0")
                 .replace("{job_id}", "x")
                 .replace("{item_id}", "x")
+                .replace("{document_id}", "x")
                 .replace("{context_id}", "c");
             let r = app
                 .http

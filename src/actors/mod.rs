@@ -8,6 +8,7 @@
 //!             │        pool ──► RateLimiter (permits) ; workers ──► provider ──► VectorWriter
 //!             │        pool ──► StatusWriter (SQL, then XACK) ; retries ──► RetryScheduler
 //!             ├─ Reconciler: plans again from SQL what Redis lost (one active among daemons)
+//!             ├─ Scheduler: fires the [[schedules]], one job per tick (one active among daemons)
 //!             └─ …each restarted alone by its parent
 //! ```
 
@@ -21,6 +22,7 @@ mod reconcile_job;
 mod reconciler;
 mod restarts;
 mod retry_scheduler;
+mod scheduler;
 mod status_writer;
 mod supervision_report;
 mod supervisor;
@@ -32,6 +34,7 @@ pub(crate) use intake::{IntakeArgs, IntakeHealth};
 pub(crate) use planner::PlannerArgs;
 pub(crate) use rate_limiter::{RateLimitedEmbedder, RateLimiterArgs};
 pub(crate) use reconciler::{ReconcilerArgs, ReconcilerReport};
+pub(crate) use scheduler::{SchedulerArgs, SchedulerFigures, SchedulerReport};
 pub(crate) use status_writer::StatusWriterArgs;
 pub(crate) use supervision_report::SupervisionReport;
 pub(crate) use supervisor::{

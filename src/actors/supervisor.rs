@@ -16,6 +16,7 @@ use super::rate_limiter::{RateLimiter, RateLimiterArgs, RateLimiterMsg};
 use super::reconciler::{Reconciler, ReconcilerArgs};
 use super::restarts::RestartBudget;
 use super::retry_scheduler::{RetryScheduler, RetrySchedulerMsg};
+use super::scheduler::{Scheduler, SchedulerArgs};
 use super::status_writer::{StatusMsg, StatusWriter, StatusWriterArgs};
 use super::supervision_report::SupervisionReport;
 use super::vector_writer::{VectorWriter, VectorWriterArgs, VectorWriterMsg};
@@ -43,6 +44,7 @@ pub enum ChildRole {
     RetryScheduler,
     Planner,
     Reconciler,
+    Scheduler,
     /// The intake of one priority's tasks stream.
     TaskIntake(Priority),
     JobIntake,
@@ -60,6 +62,7 @@ impl ChildRole {
             Self::RetryScheduler => "retry_scheduler",
             Self::Planner => "planner",
             Self::Reconciler => "reconciler",
+            Self::Scheduler => "scheduler",
             Self::TaskIntake(Priority::Interactive) => "task_intake_interactive",
             Self::TaskIntake(Priority::Normal) => "task_intake",
             Self::TaskIntake(Priority::Bulk) => "task_intake_bulk",
@@ -113,7 +116,7 @@ impl Addresses {
             ChildRole::TaskIntake(p) => self.task_intakes[p.rank()].clear(),
             ChildRole::JobIntake => self.job_intake.clear(),
             // Nobody sends to it.
-            ChildRole::Reconciler => {}
+            ChildRole::Reconciler | ChildRole::Scheduler => {}
         }
     }
 }
@@ -126,6 +129,7 @@ pub struct Children {
     pub job_intake: IntakeArgs<PlannerMsg>,
     pub planner: PlannerArgs,
     pub reconciler: ReconcilerArgs,
+    pub scheduler: SchedulerArgs,
     pub vector_writer: VectorWriterArgs,
     pub rate_limiter: RateLimiterArgs,
     /// The embedding side; `None` on a planner-only daemon (`pipeline.embed = false`).
@@ -152,7 +156,11 @@ impl Children {
                 ChildRole::RetryScheduler,
             ]);
         }
-        roles.extend([ChildRole::Planner, ChildRole::Reconciler]);
+        roles.extend([
+            ChildRole::Planner,
+            ChildRole::Reconciler,
+            ChildRole::Scheduler,
+        ]);
         if self.embedding.is_some() {
             roles.extend(Priority::ALL.map(ChildRole::TaskIntake));
         }
@@ -251,6 +259,11 @@ impl Supervisor {
             ChildRole::Reconciler => {
                 let (actor, _) =
                     Actor::spawn_linked(name, Reconciler, c.reconciler.clone(), me).await?;
+                actor.get_cell()
+            }
+            ChildRole::Scheduler => {
+                let (actor, _) =
+                    Actor::spawn_linked(name, Scheduler, c.scheduler.clone(), me).await?;
                 actor.get_cell()
             }
             ChildRole::TaskIntake(priority) => {
@@ -373,6 +386,7 @@ impl Supervisor {
         state.args.gate.drain();
         let started = Instant::now();
         for role in [
+            ChildRole::Scheduler,
             ChildRole::JobIntake,
             ChildRole::TaskIntake(Priority::Interactive),
             ChildRole::TaskIntake(Priority::Normal),

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod ingest;
 pub mod jobs;
 pub mod local_redis;
+pub mod schedules;
 
 pub use admin::AdminClient;
 

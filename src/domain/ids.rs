@@ -36,21 +36,18 @@ fn truncate_for_message(raw: &str) -> String {
 }
 
 macro_rules! external_id {
-    ($name:ident, $kind:literal) => {
-        #[doc = concat!("A ", $kind, " id: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`.")]
+    ($name:ident, $kind:literal, $description:literal, $pattern:literal, $check:expr) => {
+        #[doc = $description]
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, ToSchema)]
         #[serde(transparent)]
-        #[schema(
-            description = concat!("A ", $kind, " id: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`."),
-            pattern = "^[A-Za-z0-9._:-]{1,128}$",
-            example = "doc-1"
-        )]
+        #[schema(description = $description, pattern = $pattern, example = "doc-1")]
         pub struct $name(String);
 
         impl $name {
             pub fn parse(raw: impl Into<String>) -> Result<Self, ParseError> {
                 let raw = raw.into();
-                check_external_id($kind, &raw)?;
+                let check: fn(&str) -> Result<(), ParseError> = $check;
+                check(&raw)?;
                 Ok(Self(raw))
             }
 
@@ -74,8 +71,72 @@ macro_rules! external_id {
     };
 }
 
-external_id!(ContextId, "context");
-external_id!(ItemId, "item");
+external_id!(
+    ContextId,
+    "context",
+    "A context id: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`.",
+    "^[A-Za-z0-9._:-]{1,128}$",
+    |raw| check_external_id("context", raw)
+);
+external_id!(
+    DocumentId,
+    "document",
+    "A document id: 1 to 120 ASCII letters, digits, `-`, `_`, `.` or `:`; its chunks are the items `{document id}#{n}`.",
+    "^[A-Za-z0-9._:-]{1,120}$",
+    |raw| {
+        check_external_id("document", raw)?;
+        if raw.len() > DocumentId::MAX_LEN {
+            return Err(ParseError(format!(
+                "document id is {} bytes long; the limit is {}",
+                raw.len(),
+                DocumentId::MAX_LEN
+            )));
+        }
+        Ok(())
+    }
+);
+external_id!(
+    ItemId,
+    "item",
+    "An item id: 1 to 128 ASCII letters, digits, `-`, `_`, `.` or `:`; a document's chunk is `{document id}#{n}`.",
+    "^[A-Za-z0-9._:-]{1,120}(#[0-9]{1,7})?$|^[A-Za-z0-9._:-]{121,128}$",
+    |raw| match raw.split_once('#') {
+        None => check_external_id("item", raw),
+        Some((document, n)) => {
+            DocumentId::parse(document)?;
+            if n.is_empty() || n.len() > 7 || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ParseError(format!(
+                    "item id {:?}: after # comes a chunk number (1 to 7 digits)",
+                    truncate_for_message(raw)
+                )));
+            }
+            Ok(())
+        }
+    }
+);
+
+impl DocumentId {
+    pub const MAX_LEN: usize = 120;
+
+    /// The item id of this document's chunk `n`.
+    pub fn chunk(&self, n: usize) -> ItemId {
+        ItemId(format!("{}#{n}", self.0))
+    }
+
+    /// The least and the first-past item ids of this document's chunks (`#` is 0x23, `$`
+    /// 0x24): every chunk id `{id}#{n}` sorts in [low, high).
+    pub fn chunk_range(&self) -> (String, String) {
+        (format!("{}#", self.0), format!("{}$", self.0))
+    }
+}
+
+impl ItemId {
+    /// Whether this is a document's chunk (`{document id}#{n}`), made by document ingestion
+    /// only.
+    pub fn is_chunk(&self) -> bool {
+        self.0.contains('#')
+    }
+}
 
 /// A job's id: a UUIDv7, so ids sort by creation time.
 #[derive(
@@ -123,6 +184,17 @@ mod tests {
         assert!(ItemId::parse("é").is_err());
         assert!(ItemId::parse("x".repeat(129)).is_err());
         assert!(ContextId::parse("x".repeat(128)).is_ok());
+        assert!(ItemId::parse("doc-1#12").unwrap().is_chunk());
+        assert!(ItemId::parse("doc-1#").is_err());
+        assert!(ItemId::parse("doc-1#x").is_err());
+        assert!(ItemId::parse("a#1#2").is_err());
+        assert!(ItemId::parse(format!("{}#1", "x".repeat(121))).is_err());
+        assert!(ContextId::parse("a#1").is_err());
+        let doc = DocumentId::parse("manual.v2").unwrap();
+        assert_eq!(doc.chunk(3).as_str(), "manual.v2#3");
+        let (low, high) = doc.chunk_range();
+        assert!(low.as_str() < "manual.v2#9999999" && "manual.v2#9999999" < high.as_str());
+        assert!(!("manual.v2.x" >= low.as_str() && "manual.v2.x" < high.as_str()));
     }
 
     #[test]

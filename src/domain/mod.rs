@@ -2,6 +2,7 @@
 //! unknown scope cannot be built and never reaches the store or the queue.
 
 mod content;
+mod cron;
 mod ids;
 mod metadata;
 mod priority;
@@ -10,7 +11,8 @@ mod status;
 mod tenant;
 
 pub use content::{ContentHash, ItemContent};
-pub use ids::{ContextId, ItemId, JobId};
+pub use cron::Cron;
+pub use ids::{ContextId, DocumentId, ItemId, JobId};
 pub use metadata::{FieldFilter, FilterValue, Metadata, MetadataFilter};
 pub use priority::Priority;
 pub use scope::JobScope;

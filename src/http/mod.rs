@@ -19,7 +19,10 @@ pub(crate) use state::{AppState, PipelineView};
 
 use axum::extract::DefaultBodyLimit;
 use axum::{Extension, Router};
-use routes::{control, dashboard, dead_letters, docs, health, items, jobs, observe, search};
+use routes::{
+    control, dashboard, dead_letters, docs, documents, health, items, jobs, observe, schedules,
+    search,
+};
 use std::sync::Arc;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -31,9 +34,12 @@ fn api() -> (OpenApiRouter<AppState>, OpenApiRouter<AppState>) {
         .routes(routes!(items::upsert_items))
         .routes(routes!(items::get_item, items::delete_item))
         .routes(routes!(items::delete_context))
+        .routes(routes!(documents::ingest))
+        .routes(routes!(documents::delete_document))
         .routes(routes!(jobs::create_job, jobs::list_jobs))
         .routes(routes!(jobs::get_job, jobs::update_job))
         .routes(routes!(jobs::cancel_job))
+        .routes(routes!(schedules::list))
         .routes(routes!(search::search))
         .routes(routes!(dead_letters::list))
         .routes(routes!(dead_letters::requeue))

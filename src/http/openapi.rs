@@ -35,7 +35,9 @@ use utoipa::{Modify, OpenApi};
     modifiers(&BearerScheme),
     tags(
         (name = "items", description = "The producer's text items, grouped in contexts."),
+        (name = "documents", description = "Files (PDF, HTML, Markdown, text) split into chunks, each an item."),
         (name = "jobs", description = "Embedding jobs: enqueue in milliseconds, then poll."),
+        (name = "schedules", description = "Jobs that run themselves, from the configuration's [[schedules]]."),
         (name = "search", description = "Nearest items of a context."),
         (name = "dead letters", description = "Items that ended FAILED and malformed stream entries."),
         (name = "control", description = "Pause and resume intake; the actor tree."),

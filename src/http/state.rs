@@ -2,7 +2,9 @@
 //! gate (pause and resume are a flag flip, never a wait on an actor), the shared reports, and
 //! the rate-limited embedder that search uses like the workers do.
 
-use crate::actors::{IntakeHealth, RateLimitedEmbedder, ReconcilerReport, SupervisionReport};
+use crate::actors::{
+    IntakeHealth, RateLimitedEmbedder, ReconcilerReport, SchedulerReport, SupervisionReport,
+};
 use crate::config::Settings;
 use crate::gate::PipelineGate;
 use crate::limiter::LimiterStatus;
@@ -40,6 +42,8 @@ pub struct PipelineView {
     pub task_intake: Arc<IntakeHealth>,
     /// What the reconciler planned again of what Redis lost.
     pub reconciler: ReconcilerReport,
+    /// Whether this daemon fires the schedules, and what it fired.
+    pub scheduler: SchedulerReport,
     pub embedder: RateLimitedEmbedder,
     /// This daemon's consumer name, which prefixes its actors' names.
     pub instance: String,

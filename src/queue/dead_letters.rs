@@ -117,6 +117,18 @@ impl DeadLetters {
             .await?)
     }
 
+    /// Removes every dead letter written before `cutoff_ms` (ms since the Unix epoch: a
+    /// dead letter's id begins with the time it was written); returns how many.
+    pub async fn purge_before(&self, cutoff_ms: i64) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("XTRIM")
+            .arg(&self.key)
+            .arg("MINID")
+            .arg(cutoff_ms.max(0))
+            .query_async(&mut conn)
+            .await?)
+    }
+
     pub async fn count(&self) -> Result<u64, QueueError> {
         let mut conn = self.conn.clone();
         Ok(redis::cmd("XLEN")

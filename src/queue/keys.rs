@@ -98,6 +98,16 @@ impl Keys {
     pub fn reconciler_lease(&self) -> String {
         self.key("reconciler")
     }
+
+    /// The lease of the one scheduler active among the daemons, and the counter its fencing
+    /// tokens come from.
+    pub fn scheduler_lease(&self) -> String {
+        self.key("scheduler")
+    }
+
+    pub fn scheduler_fence(&self) -> String {
+        self.key("scheduler:fence")
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ pub use delivery::{DeadItem, Delivery, StreamAcker};
 pub use durability::RedisDurability;
 pub use epoch::Epoch;
 pub use keys::{Keys, PIPELINE_GROUP, PLANNER_GROUP};
-pub use lease::Lease;
+pub use lease::{FencedLease, Lease};
 pub use plan_script::{PagePlanned, PageWrite, PlanProgress, PlanScripts};
 pub use producer::{Enqueued, enqueue_job};
 pub use rate_budget::{BudgetLimits, RateBudget};

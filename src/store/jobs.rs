@@ -45,6 +45,33 @@ pub(super) async fn finish_if_done(
     Ok(done.is_some())
 }
 
+/// Inserts a QUEUED job unless its idempotency key is taken; the job when it was inserted.
+pub(super) async fn insert_job(
+    conn: &mut sqlx::AnyConnection,
+    new: &NewJob,
+    now: i64,
+) -> Result<Option<JobRecord>, StoreError> {
+    let scope = serde_json::to_string(&new.scope)
+        .map_err(|e| StoreError::Corrupt(format!("scope does not serialise: {e}")))?;
+    let sql = format!(
+        "INSERT INTO jobs (id, kind, scope, model, state, priority, tenant, idempotency_key, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $8) \
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(new.id.to_string())
+        .bind(new.kind.as_str())
+        .bind(scope)
+        .bind(new.model.clone())
+        .bind(new.priority.as_str())
+        .bind(new.tenant.as_ref().map(|t| t.as_str().to_owned()))
+        .bind(new.idempotency_key.clone())
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.as_ref().map(JobRecord::from_row).transpose()
+}
+
 impl Store {
     /// Replaces a job's result (what it found and did beyond its counters).
     pub async fn set_job_result(
@@ -63,31 +90,12 @@ impl Store {
 
     /// Records a QUEUED job. With an idempotency key already used, returns that job instead.
     pub async fn create_job(&self, new: NewJob) -> Result<CreatedJob, StoreError> {
-        let now = now_millis();
-        let scope = serde_json::to_string(&new.scope)
-            .map_err(|e| StoreError::Corrupt(format!("scope does not serialise: {e}")))?;
-        let sql = format!(
-            "INSERT INTO jobs (id, kind, scope, model, state, priority, tenant, idempotency_key, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 'QUEUED', $5, $6, $7, $8, $8) \
-             ON CONFLICT (idempotency_key) DO NOTHING RETURNING {JOB_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(new.id.to_string())
-            .bind(new.kind.as_str())
-            .bind(scope)
-            .bind(new.model)
-            .bind(new.priority.as_str())
-            .bind(new.tenant.as_ref().map(|t| t.as_str().to_owned()))
-            .bind(new.idempotency_key.clone())
-            .bind(now)
-            .fetch_optional(&self.pool)
-            .await?;
-        if let Some(row) = row {
-            return Ok(CreatedJob {
-                job: JobRecord::from_row(&row)?,
-                created: true,
-            });
+        let mut conn = self.pool.acquire().await?;
+        let row = insert_job(&mut conn, &new, now_millis()).await?;
+        if let Some(job) = row {
+            return Ok(CreatedJob { job, created: true });
         }
+        drop(conn);
         let key = new.idempotency_key.unwrap_or_default();
         let job = self
             .job_by_idempotency_key(&key)

@@ -5,6 +5,7 @@
 //! (`$n` parameters, `ON CONFLICT`, `RETURNING`), and run through sqlx's `Any` driver, so the
 //! same tests prove both backends.
 
+mod documents;
 mod items;
 mod jobs;
 mod lifecycle;
@@ -13,6 +14,7 @@ mod placeholders;
 mod planning;
 mod reconcile;
 mod records;
+mod schedules;
 
 pub use items::{NewItem, UpsertCounts, UpsertReport};
 pub use jobs::{CreatedJob, JobFilter, NewJob};
@@ -21,6 +23,7 @@ pub use outcomes::{CommitReport, HitRow, LoadedItem, OutcomeCounts, TaskItemRow,
 pub use planning::{CompletedItem, PlannedItem, ScopeText};
 pub use reconcile::StrandedJob;
 pub use records::{ItemRecord, JobRecord};
+pub use schedules::{FireOutcome, Firing, ScheduleFiring};
 
 use crate::config::DatabaseSettings;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

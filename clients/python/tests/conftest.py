@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from embedq import AsyncClient, Client, DeadLetter, RetryPolicy
+from embedq import AsyncClient, Client, DeadLetter, RetryPolicy, ScheduleView
 from embedq.testing import Daemon, MockProvider, free_port, mock_provider_env
 
 #: A token of the length the daemon demands (16 characters or more).
@@ -65,6 +65,41 @@ def redis_down_daemon(mock: MockProvider) -> Iterator[Daemon]:
     d.stop()
 
 
+#: A configuration with schedules (the daemon reads it through ``EMBEDQ_CONFIG``): an embed
+#: job of the FAILED items every second, a dead-letter purge every second, and a reconcile job
+#: at 03:00 UTC; a scheduler that polls often and whose lease is short.
+SCHEDULES_CONFIG = """
+[scheduler]
+poll_ms = 100
+lease_ms = 1000
+misfire_grace_ms = 5000
+
+[[schedules]]
+name = "every-second"
+cron = "* * * * * *"
+job = { type = "embed", scope = { type = "failed" } }
+
+[[schedules]]
+name = "purge"
+cron = "* * * * * *"
+missed = "skip"
+job = { type = "purge_dead_letters", older_than_days = 7 }
+
+[[schedules]]
+name = "nightly-reconcile"
+cron = "0 0 3 * * *"
+job = { type = "reconcile" }
+"""
+
+
+@pytest.fixture
+def scheduled_daemon(mock: MockProvider) -> Iterator[Daemon]:
+    """A daemon of the test's own with :data:`SCHEDULES_CONFIG` (its schedules fire a job a
+    second, so it is stopped as soon as the test is done)."""
+    with Daemon(mock_provider_env(mock), config=SCHEDULES_CONFIG) as d:
+        yield d
+
+
 @pytest.fixture
 def client(daemon: Daemon) -> Iterator[Client]:
     with Client(daemon.url, token="", retry=FAST_RETRY) as c:
@@ -108,6 +143,35 @@ async def adead_letters_of(
         if time.monotonic() > deadline:
             raise AssertionError(f"{len(letters)} dead letters of job {job_id}, not {count}")
         await asyncio.sleep(0.05)
+
+
+def firings_of(client: Client, name: str, count: int, timeout: float = 15.0) -> ScheduleView:
+    """A schedule once it has fired ``count`` times (its first tick is the one after the
+    daemon started, and its scheduler takes the lease first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = client.schedules(firings=count).get(name)
+        assert view is not None, f"no schedule {name}"
+        if len(view.firings) >= count:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"schedule {name} fired {len(view.firings)} times, not {count}")
+        time.sleep(0.1)
+
+
+async def afirings_of(
+    client: AsyncClient, name: str, count: int, timeout: float = 15.0
+) -> ScheduleView:
+    """:func:`firings_of` for the asynchronous client."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = (await client.schedules(firings=count)).get(name)
+        assert view is not None, f"no schedule {name}"
+        if len(view.firings) >= count:
+            return view
+        if time.monotonic() > deadline:
+            raise AssertionError(f"schedule {name} fired {len(view.firings)} times, not {count}")
+        await asyncio.sleep(0.1)
 
 
 def pause_and_settle(client: Client, timeout: float = 5.0) -> None:

@@ -5,27 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import io
 
 import pytest
-from conftest import ADMIN_TOKEN, FAST_RETRY, adead_letters_of, uid
+from conftest import ADMIN_TOKEN, FAST_RETRY, adead_letters_of, afirings_of, uid
 
 from embedq import (
     AsyncClient,
     BadRequestError,
     Client,
     ConflictError,
+    DocumentType,
     EmbedqConnectionError,
     ItemStatus,
     JobKind,
     JobState,
     JobTimeoutError,
     JobView,
+    MissedTicks,
     NotFoundError,
     Priority,
+    ScheduledJobType,
     UnauthorizedError,
     UnavailableError,
     scope_all,
     scope_context,
+    scope_failed,
     scope_items,
 )
 from embedq.testing import Daemon, free_port
@@ -187,6 +192,80 @@ async def test_errors(aclient: AsyncClient) -> None:
         await aclient.delete_item(f"{ctx}-x")
     with pytest.raises(ValueError, match="needs a scope"):
         await aclient.create_job(None)
+
+
+async def test_schedules(aclient: AsyncClient) -> None:
+    answer = await aclient.schedules(firings=5)
+    assert answer.schedules == []
+    assert answer.scheduler.active is False and answer.scheduler.fence is None
+    with pytest.raises(BadRequestError) as bad:
+        await aclient.schedules(firings=101)
+    assert (bad.value.status, bad.value.code) == (400, "bad_request")
+
+
+async def test_a_schedules_firing_is_a_job(scheduled_daemon: Daemon) -> None:
+    async with AsyncClient(scheduled_daemon.url, token="", retry=FAST_RETRY) as c:
+        every = await afirings_of(c, "every-second", 1)
+        assert every.missed == MissedTicks.CATCH_UP_ONCE
+        assert every.job.type == ScheduledJobType.EMBED and every.job.scope == scope_failed()
+        firing = every.firings[0]
+        assert firing.job_id is not None
+        job = await c.get_job(firing.job_id)
+        assert job.kind == JobKind.EMBED and job.scope == scope_failed()
+        assert job.idempotency_key == f"schedule:every-second:{firing.tick_ms}"
+        assert (await c.schedules()).scheduler.active is True
+
+
+async def test_documents(aclient: AsyncClient) -> None:
+    ctx, doc = uid("actx"), uid("aguide")
+    text = (
+        "# Guide\n\n## Install\n\nDownload the archive from the releases page and unpack it. "
+        "Run the installer and follow the prompts on the screen.\n\n## Use\n\nStart the "
+        "daemon with the serve command, point a client at it, and upsert items to embed.\n"
+    )
+    answer = await aclient.ingest_document(
+        ctx,
+        doc,
+        io.BytesIO(text.encode()),
+        content_type="text/markdown",
+        chunk_tokens=40,
+        overlap_tokens=0,
+        metadata={"source": "async"},
+    )
+    assert (answer.type, answer.chunks, answer.created, answer.unchanged) == (
+        DocumentType.MARKDOWN,
+        2,
+        2,
+        0,
+    )
+    assert answer.job_id is not None
+    record = await aclient.get_item(answer.item_ids[0])
+    assert record.metadata["document_id"] == doc and record.metadata["source"] == "async"
+    job = await aclient.wait_for_job(answer.job_id, timeout=20, poll_interval=0.05)
+    assert (job.state, job.completed) == (JobState.COMPLETED, 2)
+
+    again = await aclient.ingest_document(
+        ctx,
+        doc,
+        text.encode(),
+        type="markdown",
+        chunk_tokens=40,
+        overlap_tokens=0,
+        metadata={"source": "async"},
+    )
+    assert (again.unchanged, again.to_embed, again.job_id) == (2, 0, None)
+    with pytest.raises(BadRequestError) as refused:
+        await aclient.ingest_document(
+            ctx, uid("img"), b"\x89PNG\r\n\x1a\n" + bytes(32), content_type="image/png"
+        )
+    assert (refused.value.status, refused.value.code) == (415, "unsupported_media_type")
+
+    gone = await aclient.delete_document(doc)
+    assert (gone.deleted, gone.jobs_finished) == (2, 0)
+    with pytest.raises(NotFoundError):
+        await aclient.delete_document(doc)
+    with pytest.raises(NotFoundError):
+        await aclient.get_item(answer.item_ids[0])
 
 
 async def test_unauthorized_and_token(auth_daemon: Daemon) -> None:

@@ -13,7 +13,7 @@ import pytest
 from embedq import contract
 from embedq._operations import PENDING_OPERATIONS
 from embedq.contract import Finding, check_document, fetch_document, main
-from embedq.models import SCHEMA_MODELS
+from embedq.models import SCHEMA_ENUMS, SCHEMA_MODELS
 from embedq.testing import Daemon
 
 
@@ -149,6 +149,78 @@ def test_enum_values_and_scope_kinds_are_compared(document: dict[str, Any]) -> N
     found = new_failures(document, doc)
     assert "FAIL  JobState.PAUSED: a value in the document, not in the client's enum" in found
     assert "FAIL  JobScope[tagged]: a kind of scope in the document, not in the client" in found
+
+
+def test_the_schedules_route_and_its_schemas_are_compared(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    modelled = {"ScheduleList", "ScheduleView", "ScheduleFiring", "SchedulerFigures"}
+    assert modelled | {"ScheduledJob"} <= set(SCHEMA_MODELS) & set(schemas)
+    assert "MissedTicks" in SCHEMA_ENUMS and "MissedTicks" in schemas
+    doc = copy.deepcopy(document)
+    schemas = doc["components"]["schemas"]
+    _enum_holder(schemas["MissedTicks"])["enum"].append("fire_all")
+    schemas["SchedulerFigures"]["properties"]["lease_until_ms"] = {"type": "integer"}
+    del schemas["ScheduleFiring"]["properties"]["fired_by"]
+    operation = doc["paths"]["/v1/schedules"]["get"]
+    operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "firings"]
+    assert new_failures(document, doc) == [
+        "FAIL  GET /v1/schedules?firings: the client sends it (schedules); the document's "
+        "operation lacks it",
+        "FAIL  MissedTicks.fire_all: a value in the document, not in the client's enum",
+        "FAIL  ScheduleFiring (ScheduleFiring).fired_by: in the client's model, not in the "
+        "document",
+        "FAIL  SchedulerFigures (SchedulerFigures).lease_until_ms: in the document, not in the "
+        "client's model",
+    ]
+    del doc["paths"]["/v1/schedules"]
+    assert "FAIL  GET /v1/schedules: the client calls it (schedules); the document lacks it" in (
+        new_failures(document, doc)
+    )
+
+
+def test_kinds_of_scheduled_job_are_compared(document: dict[str, Any]) -> None:
+    doc = copy.deepcopy(document)
+    variants = doc["components"]["schemas"]["ScheduledJob"]["oneOf"]
+    reconcile = next(v for v in variants if v["properties"]["type"]["enum"] == ["reconcile"])
+    webhook = copy.deepcopy(reconcile)
+    webhook["properties"]["type"] = {"type": "string", "enum": ["webhook"]}
+    variants.append(webhook)
+    reconcile["properties"]["older_than_days"] = {"type": "integer"}
+    embed = next(v for v in variants if v["properties"]["type"]["enum"] == ["embed"])
+    del embed["properties"]["tenant"]
+    assert new_failures(document, doc) == [
+        "FAIL  ScheduledJob (ScheduledJob).tenant: in the client's model, not in the document",
+        "FAIL  ScheduledJob[embed].tenant: in SCHEDULED_JOB_FIELDS, not in the document",
+        "FAIL  ScheduledJob[reconcile].older_than_days: in the document, not in "
+        "SCHEDULED_JOB_FIELDS",
+        "FAIL  ScheduledJob[webhook]: a kind of scheduled job in the document, not in the client",
+    ]
+
+
+def test_the_document_routes_and_their_schemas_are_compared(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert "DocumentIngested" in set(SCHEMA_MODELS) & set(schemas)
+    assert "DocumentKind" in set(SCHEMA_ENUMS) & set(schemas)
+    assert schemas["DocumentId"]["type"] == "string"  # a string with a pattern: not compared
+    doc = copy.deepcopy(document)
+    schemas = doc["components"]["schemas"]
+    _enum_holder(schemas["DocumentKind"])["enum"].append("epub")
+    schemas["DocumentIngested"]["properties"]["language"] = {"type": "string"}
+    del schemas["DocumentIngested"]["properties"]["removed"]
+    operation = doc["paths"]["/v1/contexts/{context_id}/documents"]["post"]
+    operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "overlap_tokens"]
+    del doc["paths"]["/v1/documents/{document_id}"]
+    assert new_failures(document, doc) == [
+        "FAIL  DELETE /v1/documents/{document_id}: the client calls it (delete_document); the "
+        "document lacks it",
+        "FAIL  DocumentIngested (DocumentIngested).language: in the document, not in the "
+        "client's model",
+        "FAIL  DocumentIngested (DocumentIngested).removed: in the client's model, not in the "
+        "document",
+        "FAIL  DocumentKind.epub: a value in the document, not in the client's enum",
+        "FAIL  POST /v1/contexts/{context_id}/documents?overlap_tokens: the client sends it "
+        "(ingest_document); the document's operation lacks it",
+    ]
 
 
 def test_new_schemas_and_routes_fail_until_the_client_knows_them(

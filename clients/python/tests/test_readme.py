@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from embedq import Client
+from embedq import Client, NotFoundError
 from embedq.testing import Daemon
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -52,3 +52,34 @@ def test_the_metadata_dry_run_and_reconcile_example_runs(
     with Client(daemon.url, token="") as client:
         assert client.search("manuals", "security settings", k=3).item_ids == ["m1"]
         assert client.get_item("m1").metadata == {"lang": "en"}
+
+
+def test_the_schedules_example_runs(
+    scheduled_daemon: Daemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = next(b for b in python_blocks() if ".schedules(" in b)
+    monkeypatch.setenv("EMBEDQ_URL", scheduled_daemon.url)
+    monkeypatch.delenv("EMBEDQ_ADMIN_TOKEN", raising=False)
+    exec(compile(script, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" [")[0] for line in lines] == [
+        "every-second * * * * * * embed",
+        "purge * * * * * * purge_dead_letters",
+        "nightly-reconcile 0 0 3 * * * reconcile",
+    ]
+
+
+def test_the_documents_example_runs(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = next(b for b in python_blocks() if ".ingest_document(" in b)
+    monkeypatch.setenv("EMBEDQ_URL", daemon.url)
+    monkeypatch.delenv("EMBEDQ_ADMIN_TOKEN", raising=False)
+    exec(compile(script, "README.md", "exec"), {})
+    assert capsys.readouterr().out.splitlines() == [
+        "markdown 2 2 ['guide#0', 'guide#1']",
+        "['Guide', 'Use']",
+        "2 chunks deleted",
+    ]
+    with Client(daemon.url, token="") as client, pytest.raises(NotFoundError):
+        client.get_item("guide#0")

@@ -11,22 +11,25 @@ import time
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN, FAST_RETRY, dead_letters_of, uid
+from conftest import ADMIN_TOKEN, FAST_RETRY, dead_letters_of, firings_of, uid
 
 from embedq import (
     BadRequestError,
     Client,
     ConflictError,
+    DocumentType,
     EmbedqConnectionError,
     ItemStatus,
     JobKind,
     JobState,
     JobTimeoutError,
     JobView,
+    MissedTicks,
     NotFoundError,
     Priority,
     ReconcileFindings,
     RequestTimeoutError,
+    ScheduledJobType,
     UnauthorizedError,
     UnavailableError,
     scope_all,
@@ -337,6 +340,75 @@ def test_dead_letters_requeue_and_delete(client: Client) -> None:
     assert client.dead_letters().total == 0
 
 
+def test_a_daemon_without_schedules_lists_none(client: Client) -> None:
+    answer = client.schedules()
+    assert answer.schedules == []
+    assert answer.get("anything") is None
+    scheduler = answer.scheduler
+    assert scheduler.active is False  # no schedules: it never takes the lease
+    assert (scheduler.fence, scheduler.fired, scheduler.stood_down) == (None, 0, 0)
+    assert scheduler.last_error is None
+    assert client.schedules(firings=0).schedules == []
+    assert client.schedules(firings=100).scheduler.active is False
+    with pytest.raises(BadRequestError) as info:
+        client.schedules(firings=101)
+    assert (info.value.status, info.value.code) == (400, "bad_request")
+    assert info.value.reason == "firings must be between 0 and 100"
+    with pytest.raises(BadRequestError) as info:
+        client.schedules(firings=-1)
+    assert (info.value.status, info.value.code) == (400, "bad_request")
+
+
+def test_schedules_fire_jobs_and_purges(scheduled_daemon: Daemon) -> None:
+    with Client(scheduled_daemon.url, token="", retry=FAST_RETRY) as client:
+        every = firings_of(client, "every-second", 2)
+        assert every.cron == "* * * * * *"
+        assert every.missed == MissedTicks.CATCH_UP_ONCE
+        assert every.job.type == ScheduledJobType.EMBED
+        assert every.job.scope == scope_failed()
+        assert (every.job.priority, every.job.tenant, every.job.older_than_days) == (None,) * 3
+        newest, older = every.firings[:2]
+        assert older.tick_ms < newest.tick_ms  # newest first
+        assert newest.tick_ms % 1000 == 0 and older.tick_ms % 1000 == 0
+        assert every.next_tick_ms is not None and every.next_tick_ms > newest.tick_ms
+        assert newest.job_id is not None and newest.result is None
+        assert newest.fence >= 1 and newest.fired_by
+        assert newest.fired_at >= newest.tick_ms
+
+        # Each tick made an ordinary job, under a key of the schedule and the tick.
+        job = client.get_job(newest.job_id)
+        assert job.id == newest.job_id
+        assert job.kind == JobKind.EMBED and job.scope == scope_failed()
+        assert job.priority == Priority.NORMAL and job.tenant is None
+        assert job.idempotency_key == f"schedule:every-second:{newest.tick_ms}"
+        assert older.job_id is not None and older.job_id != newest.job_id
+        done = client.wait_for_job(job, timeout=20, poll_interval=0.05)
+        assert done.state == JobState.COMPLETED and done.total == 0  # no FAILED item
+
+        answer = client.schedules()
+        assert [s.name for s in answer.schedules] == ["every-second", "purge", "nightly-reconcile"]
+        purge = firings_of(client, "purge", 1)
+        assert purge.missed == MissedTicks.SKIP
+        assert purge.job.type == ScheduledJobType.PURGE_DEAD_LETTERS
+        assert purge.job.older_than_days == 7 and purge.job.scope is None
+        assert purge.firings[0].job_id is None  # a purge makes no job
+        assert purge.firings[0].result == {"dead_letters_removed": 0}
+        nightly = answer.get("nightly-reconcile")
+        assert nightly is not None and nightly.job.type == ScheduledJobType.RECONCILE
+        assert nightly.next_tick_ms is not None
+        assert nightly.next_tick_ms % 86_400_000 == 3 * 3_600_000  # 03:00 UTC
+
+        scheduler = client.schedules().scheduler
+        assert scheduler.active is True  # the only daemon of its prefix holds the lease
+        assert scheduler.fence == newest.fence
+        assert scheduler.fired >= 3 and scheduler.stood_down == 0
+        assert scheduler.last_error is None
+
+        one = client.schedules(firings=1)
+        assert [len(s.firings) for s in one.schedules][:2] == [1, 1]
+        assert all(s.firings == [] for s in client.schedules(firings=0).schedules)
+
+
 def test_bad_input_errors_carry_code_and_reason(client: Client) -> None:
     ctx = uid("ctx")
     client.upsert_items(ctx, make_items(1, ctx))
@@ -424,6 +496,116 @@ def test_delete_items_and_context(client: Client) -> None:
     with pytest.raises(NotFoundError) as info:
         client.delete_context(ctx)
     assert info.value.reason == f"no context {ctx}"
+
+
+#: A small Markdown document: at 40 tokens a chunk, each section is a chunk of its own.
+GUIDE = (
+    b"# Guide\n\n## Install\n\n"
+    b"Download the archive from the releases page. Unpack it into a directory of your choice. "
+    b"Run the installer and follow the prompts on the screen.\n\n"
+    b"## Use\n\n"
+    b"Start the daemon with the serve command. Point your client at its address. "
+    b"Upsert items and create a job to embed them.\n"
+)
+
+
+def test_ingest_a_document_embed_its_chunks_and_delete_it(client: Client) -> None:
+    ctx, doc = uid("ctx"), uid("guide")
+    settings = {"chunk_tokens": 40, "overlap_tokens": 0}
+    answer = client.ingest_document(ctx, doc, GUIDE, metadata={"lang": "en"}, **settings)
+    assert (answer.document_id, answer.context_id, answer.type, answer.pages) == (
+        doc,
+        ctx,
+        DocumentType.MARKDOWN,  # told from its headings: nothing was declared
+        None,
+    )
+    assert answer.chunks == 2 and answer.item_ids == [f"{doc}#0", f"{doc}#1"]
+    assert (answer.created, answer.changed, answer.metadata_changed) == (2, 0, 0)
+    assert (answer.unchanged, answer.removed) == (0, 0)
+    assert answer.job_id is not None
+
+    first = client.get_item(f"{doc}#0")
+    assert (first.id, first.context_id, first.status) == (f"{doc}#0", ctx, ItemStatus.PENDING)
+    assert first.metadata["document_id"] == doc
+    assert first.metadata["document_type"] == "markdown"
+    assert (first.metadata["chunk"], first.metadata["char_start"]) == (0, 0)
+    assert first.metadata["lang"] == "en" and first.metadata["heading_path"][0] == "Guide"
+    last = client.get_item(answer.item_ids[-1])
+    assert last.metadata["heading_path"] == ["Guide", "Use"]
+    assert last.metadata["char_start"] >= first.metadata["char_end"]  # no overlap
+    assert "page" not in last.metadata  # pages are a PDF's
+
+    # The answer's job embeds the chunks (the mock provider embeds like any other).
+    job = client.wait_for_job(answer.job_id, timeout=20, poll_interval=0.05)
+    assert (job.state, job.kind, job.total, job.completed) == (JobState.COMPLETED, "embed", 2, 2)
+    assert job.scope.type == "items" and sorted(job.scope.item_ids or []) == answer.item_ids
+    assert client.get_item(f"{doc}#1").is_embedded
+    hits = client.search(ctx, "how do I install it", k=10, filter={"document_id": doc})
+    assert sorted(hits.item_ids) == answer.item_ids
+    assert {hit.metadata["lang"] for hit in hits.hits} == {"en"}
+
+    # The same document again: nothing changed, nothing to embed.
+    again = client.ingest_document(ctx, doc, GUIDE, metadata={"lang": "en"}, **settings)
+    assert (again.chunks, again.unchanged, again.created, again.changed) == (2, 2, 0, 0)
+    assert (again.removed, again.job_id) == (0, None)
+    # New metadata alone: written into the points' payloads, nothing embedded again.
+    relabelled = client.ingest_document(ctx, doc, GUIDE, metadata={"lang": "de"}, **settings)
+    assert (relabelled.metadata_changed, relabelled.to_embed, relabelled.job_id) == (2, 0, None)
+    assert client.get_item(f"{doc}#0").metadata["lang"] == "de"
+
+    # Its chunks belong to this context: another one may not take the document.
+    with pytest.raises(ConflictError) as conflict:
+        client.ingest_document(uid("ctx"), doc, GUIDE)
+    assert (
+        conflict.value.reason == f"document {doc} belongs to context {ctx}; delete it there first"
+    )
+
+    gone = client.delete_document(doc)
+    assert (gone.deleted, gone.jobs_finished) == (2, 0)
+    for item_id in answer.item_ids:
+        with pytest.raises(NotFoundError):
+            client.get_item(item_id)
+    with pytest.raises(NotFoundError) as info:
+        client.delete_document(doc)
+    assert (info.value.status, info.value.reason) == (404, f"no document {doc}")
+
+
+def test_documents_the_daemon_refuses(client: Client) -> None:
+    ctx, doc = uid("ctx"), uid("doc")
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, doc, png, content_type="image/png")
+    assert (info.value.status, info.value.code) == (415, "unsupported_media_type")
+    assert "image/png" in info.value.reason
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, doc, png)  # nothing declared: the bytes are not a document
+    assert (info.value.status, info.value.code) == (422, "invalid")
+    assert "binary data that is not a PDF" in info.value.reason
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, doc, GUIDE, type="pdf")  # contradicts the bytes
+    assert (info.value.status, info.value.code) == (422, "invalid")
+    assert "declared pdf but the content is markdown" in info.value.reason
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, doc, GUIDE, type="epub")  # sent as given
+    assert (info.value.status, info.value.code) == (400, "bad_request")
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, doc, GUIDE, chunk_tokens=40, overlap_tokens=40)
+    assert (info.value.status, info.value.code) == (422, "invalid")
+    assert info.value.reason == "overlap_tokens must be below chunk_tokens"
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, doc, b"   \n\n  ")
+    assert info.value.status == 422
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, f"{doc}#1", GUIDE)  # a chunk's id is not a document's
+    assert (info.value.status, info.value.code) == (400, "bad_request")
+    with pytest.raises(BadRequestError) as info:
+        client.ingest_document(ctx, doc, b"x" * (16 * 1024 * 1024 + 1))
+    assert (info.value.status, info.value.code) == (413, "too_large")
+    # Nothing of them was stored.
+    with pytest.raises(NotFoundError):
+        client.get_item(f"{doc}#0")
+    with pytest.raises(NotFoundError):
+        client.delete_document(doc)
 
 
 def test_metadata_is_stored_returned_and_changed_alone(client: Client) -> None:

@@ -60,3 +60,16 @@ def test_a_failed_start_leaves_nothing_behind() -> None:
         daemon.start()
     assert not daemon.workdir.exists()
     assert redis_keys(daemon.prefix) == []
+
+
+def test_a_config_file_is_read_and_removed_with_the_daemon(mock: MockProvider) -> None:
+    refused = Daemon(mock_provider_env(mock), config="[planner]\npage_size = 0\n")
+    assert (refused.workdir / "embedq.toml").read_text() == "[planner]\npage_size = 0\n"
+    with pytest.raises(RuntimeError, match=r"planner\.page_size"):  # the file was read
+        refused.start()
+    assert not refused.workdir.exists()
+    # The variables win over the file.
+    env = {"EMBEDQ__PLANNER__PAGE_SIZE": "100"}
+    config = "[planner]\npage_size = 0\n"
+    with Daemon(mock_provider_env(mock), config=config, env=env) as daemon, Client(daemon.url) as c:
+        assert c.health().status == "ok"

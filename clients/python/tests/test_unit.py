@@ -4,9 +4,11 @@ The behaviour against a real daemon is in the other test files."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ from embedq import (
     BadRequestError,
     Client,
     ConflictError,
+    DocumentType,
     EmbedqConnectionError,
     NotFoundError,
     Priority,
@@ -27,11 +30,13 @@ from embedq import (
     UnauthorizedError,
     UnavailableError,
     UnsupportedOperationError,
+    chunk_id,
     scope_all,
     scope_context,
+    scope_failed,
     scope_items,
 )
-from embedq._operations import batches, normalise_items, segment
+from embedq._operations import ROUTES, Call, batches, normalise_items, segment
 from embedq.models import Item, UpsertCounts
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -702,6 +707,333 @@ def test_findings_are_read_from_a_reconcile_jobs_result() -> None:
     assert Recorder(httpx.Response(200, json=JOB)).client().get_job("j").findings is None
     queued = dict(JOB, kind="reconcile")  # before its first page: no result yet
     assert Recorder(httpx.Response(200, json=queued)).client().get_job("j").findings is None
+
+
+# --- schedules ---------------------------------------------------------------------------
+
+FIRING = {
+    "tick_ms": 1_796_349_335_000,
+    "job_id": JOB_ID,
+    "result": None,
+    "fence": 3,
+    "fired_by": "host-1",
+    "fired_at": 1_796_349_335_077,
+}
+SCHEDULES: dict[str, Any] = {
+    "schedules": [
+        {
+            "name": "requeue-failed",
+            "cron": "0 0 3 * * *",
+            "missed": "catch_up_once",
+            "job": {
+                "type": "embed",
+                "scope": {"type": "failed"},
+                "priority": "bulk",
+                "tenant": None,
+            },
+            "next_tick_ms": 1_796_353_200_000,
+            "firings": [FIRING],
+        },
+        {
+            "name": "purge",
+            "cron": "0 0 * * * *",
+            "missed": "skip",
+            "job": {"type": "purge_dead_letters", "older_than_days": 7},
+            "next_tick_ms": None,
+            "firings": [dict(FIRING, job_id=None, result={"dead_letters_removed": 2})],
+        },
+        {
+            "name": "nightly",
+            "cron": "0 30 2 * * *",
+            "missed": "catch_up_once",
+            "job": {"type": "reconcile"},
+            "next_tick_ms": 1_796_351_400_000,
+            "firings": [],
+        },
+    ],
+    "scheduler": {"active": True, "fence": 3, "fired": 12, "stood_down": 1, "last_error": None},
+}
+
+
+def test_schedules_is_a_read_retried_with_an_optional_firings_count() -> None:
+    rec = Recorder(error(503, "unavailable", "the database"), httpx.Response(200, json=SCHEDULES))
+    client = rec.client()
+    answer = client.schedules()
+    assert len(rec.requests) == 2  # retried like a read
+    client.schedules(firings=0)
+    client.schedules(firings=25)
+    assert [(r.method, r.url.path, dict(r.url.params)) for r in rec.requests] == [
+        ("GET", "/v1/schedules", {}),
+        ("GET", "/v1/schedules", {}),
+        ("GET", "/v1/schedules", {"firings": "0"}),
+        ("GET", "/v1/schedules", {"firings": "25"}),
+    ]
+    assert [s.name for s in answer.schedules] == ["requeue-failed", "purge", "nightly"]
+    embed_job = answer.schedules[0]
+    assert embed_job.missed == embedq.MissedTicks.CATCH_UP_ONCE
+    assert embed_job.job.type == embedq.ScheduledJobType.EMBED
+    assert embed_job.job.scope == scope_failed() and embed_job.job.priority == Priority.BULK
+    assert embed_job.firings == [embedq.ScheduleFiring(**FIRING)]
+    purge = answer.get("purge")
+    assert purge is not None and purge.missed == embedq.MissedTicks.SKIP
+    assert purge.job.older_than_days == 7 and purge.next_tick_ms is None
+    assert purge.firings[0].job_id is None
+    assert purge.firings[0].result == {"dead_letters_removed": 2}
+    assert answer.get("nightly") is not None and answer.get("missing") is None
+    assert answer.scheduler == embedq.SchedulerFigures(
+        active=True, fence=3, fired=12, stood_down=1, last_error=None
+    )
+
+
+def test_firings_out_of_range_are_the_daemons_400_not_retried() -> None:
+    rec = Recorder(error(400, "bad_request", "firings must be between 0 and 100"))
+    with pytest.raises(BadRequestError) as info:
+        rec.client().schedules(firings=101)
+    assert (info.value.status, info.value.reason) == (400, "firings must be between 0 and 100")
+    assert len(rec.requests) == 1
+    assert rec.requests[0].url.params["firings"] == "101"  # sent as given
+
+
+def test_unknown_schedule_kinds_and_fields_are_kept() -> None:
+    schedule = dict(
+        SCHEDULES["schedules"][2],
+        missed="fire_all",
+        job={"type": "webhook", "url": "https://example.test"},
+        paused=True,
+    )
+    answer = {"schedules": [schedule], "scheduler": {"active": False, "fired": 0, "stood_down": 0}}
+    view = Recorder(httpx.Response(200, json=answer)).client().schedules().schedules[0]
+    assert view.missed == "fire_all" and view.model_extra == {"paused": True}
+    assert view.job.type == "webhook" and view.job.model_extra == {"url": "https://example.test"}
+    with pytest.raises(ResponseError, match="ScheduleList"):
+        Recorder(httpx.Response(200, json={"schedules": []})).client().schedules()
+
+
+@pytest.mark.asyncio
+async def test_the_async_client_reads_schedules_too() -> None:
+    rec = Recorder(httpx.Response(200, json=SCHEDULES))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(rec))
+    async with AsyncClient("http://embedq.test", http_client=http, retry=FAST) as client:
+        answer = await client.schedules(firings=3)
+    assert answer.scheduler.active and answer.schedules[1].job.type == "purge_dead_letters"
+    assert [(r.method, r.url.path, dict(r.url.params)) for r in rec.requests] == [
+        ("GET", "/v1/schedules", {"firings": "3"})
+    ]
+    await http.aclose()
+
+
+# --- documents ---------------------------------------------------------------------------
+
+GUIDE = b"# Guide\n\n## Install\n\nUnpack it.\n\n## Use\n\nRun it.\n"
+INGESTED: dict[str, Any] = {
+    "document_id": "guide",
+    "context_id": "ctx",
+    "type": "markdown",
+    "pages": None,
+    "chunks": 3,
+    "created": 2,
+    "changed": 1,
+    "metadata_changed": 0,
+    "unchanged": 0,
+    "removed": 1,
+    "job_id": JOB_ID,
+}
+
+
+def test_a_document_is_sent_as_raw_bytes_with_its_query_and_content_type() -> None:
+    rec = Recorder(httpx.Response(200, json=INGESTED))
+    client = rec.client()
+    answer = client.ingest_document(
+        "ctx",
+        "guide",
+        GUIDE,
+        type=DocumentType.MARKDOWN,
+        chunk_tokens=40,
+        overlap_tokens=0,
+        metadata={"lang": "en", "tags": ("a", "b"), "title": "Über"},
+    )
+    request = rec.requests[0]
+    assert (request.method, request.url.path) == ("POST", "/v1/contexts/ctx/documents")
+    assert dict(request.url.params) == {
+        "document_id": "guide",
+        "type": "markdown",
+        "chunk_tokens": "40",
+        "overlap_tokens": "0",
+        "metadata": '{"lang":"en","tags":["a","b"],"title":"Über"}',
+    }
+    assert request.content == GUIDE  # as it is: not JSON, not a form
+    assert request.headers["content-type"] == "application/octet-stream"
+    assert request.headers["content-length"] == str(len(GUIDE))
+    assert request.headers["accept"] == "application/json"
+
+    assert (answer.document_id, answer.context_id, answer.type) == ("guide", "ctx", "markdown")
+    assert answer.type == DocumentType.MARKDOWN and answer.pages is None
+    assert (answer.chunks, answer.to_embed, answer.removed, answer.job_id) == (3, 3, 1, JOB_ID)
+    assert answer.item_ids == ["guide#0", "guide#1", "guide#2"]
+    assert chunk_id("guide", 7) == "guide#7"
+
+
+def test_a_document_without_settings_sends_only_its_id_and_the_declared_type() -> None:
+    rec = Recorder(httpx.Response(200, json=INGESTED))
+    client = rec.client()
+    client.ingest_document("ctx", "guide", GUIDE)
+    client.ingest_document("ctx", "guide", GUIDE, content_type="text/markdown; charset=utf-8")
+    client.ingest_document("ctx", "a/b", GUIDE, type="text", metadata={})
+    assert [dict(r.url.params) for r in rec.requests] == [
+        {"document_id": "guide"},
+        {"document_id": "guide"},
+        {"document_id": "a/b", "type": "text", "metadata": "{}"},
+    ]
+    assert [r.headers["content-type"] for r in rec.requests] == [
+        "application/octet-stream",
+        "text/markdown; charset=utf-8",
+        "application/octet-stream",
+    ]
+    assert rec.requests[2].url.raw_path.startswith(b"/v1/contexts/ctx/documents?document_id=a%2Fb")
+
+
+def test_a_document_may_be_any_bytes_like_value_or_a_binary_file() -> None:
+    rec = Recorder(httpx.Response(200, json=INGESTED))
+    client = rec.client()
+    pdf = b"%PDF-1.7\n" + bytes(range(256))
+    client.ingest_document("ctx", "d", bytearray(pdf))
+    client.ingest_document("ctx", "d", memoryview(pdf))
+    client.ingest_document("ctx", "d", io.BytesIO(pdf))
+    client.ingest_document("ctx", "d", io.BufferedReader(io.BytesIO(pdf)))
+    assert [r.content for r in rec.requests] == [pdf] * 4
+
+
+def test_what_is_not_a_document_is_refused_before_sending() -> None:
+    rec = Recorder(httpx.Response(200, json=INGESTED))
+    client = rec.client()
+    with pytest.raises(TypeError, match="encode"):
+        client.ingest_document("ctx", "d", "# text, not bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="binary mode"):
+        client.ingest_document("ctx", "d", io.StringIO("# text"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="binary file object"):
+        client.ingest_document("ctx", "d", 42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mapping"):
+        client.ingest_document("ctx", "d", GUIDE, metadata=[("lang", "en")])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="document_id"):
+        client.ingest_document("ctx", "", GUIDE)
+    with pytest.raises(ValueError, match="context_id"):
+        client.ingest_document("", "d", GUIDE)
+    with pytest.raises(ValueError, match="document_id"):
+        client.delete_document("")
+    assert rec.requests == []
+    with pytest.raises(ValueError, match="not both"):
+        Call("ingest_document", "/", lambda r: r, body={}, content=b"x")
+
+
+def test_ingesting_is_never_retried() -> None:
+    for failure in (
+        error(503, "unavailable", "the queue (Redis) is unavailable"),
+        httpx.ReadTimeout("still extracting"),
+        httpx.ConnectError("reset"),
+    ):
+        rec = Recorder(failure, httpx.Response(200, json=INGESTED))
+        with pytest.raises((UnavailableError, EmbedqConnectionError)):
+            rec.client().ingest_document("ctx", "guide", io.BytesIO(GUIDE))
+        assert len(rec.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("response", "cls"),
+    [
+        (error(400, "bad_request", "document id \"a#1\" contains '#'"), BadRequestError),
+        (error(409, "conflict", "document guide belongs to context c1"), ConflictError),
+        (
+            error(413, "too_large", "the document is larger than documents.max_bytes"),
+            BadRequestError,
+        ),
+        (
+            error(415, "unsupported_media_type", 'unsupported document type: "image/png"'),
+            BadRequestError,
+        ),
+        (error(422, "invalid", "the document holds no text"), BadRequestError),
+        (error(404, "not_found", "no such route"), UnsupportedOperationError),
+    ],
+)
+def test_document_errors_have_their_classes(response: httpx.Response, cls: type[Exception]) -> None:
+    rec = Recorder(response)
+    with pytest.raises(cls) as info:
+        rec.client().ingest_document("ctx", "guide", GUIDE)
+    assert isinstance(info.value, embedq.ApiError)
+    assert (info.value.status, info.value.reason) == (
+        response.status_code,
+        response.json()["error"]["reason"],
+    )
+    assert len(rec.requests) == 1
+
+
+def test_delete_document_is_retried_and_a_missing_one_is_not_found() -> None:
+    rec = Recorder(
+        error(503, "unavailable", "the database"),
+        httpx.Response(200, json={"deleted": 3, "jobs_finished": 1}),
+    )
+    answer = rec.client().delete_document("guide")
+    assert (answer.deleted, answer.jobs_finished) == (3, 1)
+    assert [(r.method, r.url.raw_path) for r in rec.requests] == [
+        ("DELETE", b"/v1/documents/guide"),
+        ("DELETE", b"/v1/documents/guide"),
+    ]
+    assert rec.requests[0].content == b""
+    missing = Recorder(error(404, "not_found", "no document guide"))
+    with pytest.raises(NotFoundError) as info:
+        missing.client().delete_document("guide")
+    assert info.value.reason == "no document guide" and len(missing.requests) == 1
+
+
+def test_chunk_ids_are_encoded_in_paths() -> None:
+    assert segment("guide#3", "item_id") == "guide%233"
+    record = Recorder(error(404, "not_found", "no item guide#3"))
+    with pytest.raises(NotFoundError):
+        record.client().get_item(chunk_id("guide", 3))
+    with pytest.raises(NotFoundError):
+        record.client().delete_item("guide#3")
+    assert [r.url.raw_path for r in record.requests] == [b"/v1/items/guide%233"] * 2
+    assert all(r.url.fragment == "" for r in record.requests)  # not cut off as a fragment
+
+
+def test_unknown_document_types_and_fields_are_kept() -> None:
+    newer = dict(INGESTED, type="epub", pages=12, language="en")
+    answer = Recorder(httpx.Response(200, json=newer)).client().ingest_document("c", "d", b"x")
+    assert (answer.type, answer.pages, answer.model_extra) == ("epub", 12, {"language": "en"})
+    older = {k: v for k, v in INGESTED.items() if k not in ("pages", "job_id")}
+    answer = Recorder(httpx.Response(200, json=older)).client().ingest_document("c", "d", b"x")
+    assert answer.pages is None and answer.job_id is None
+    with pytest.raises(ResponseError, match="DocumentIngested"):
+        Recorder(httpx.Response(200, json={"chunks": 1})).client().ingest_document("c", "d", b"x")
+    assert [t.value for t in DocumentType] == ["pdf", "html", "markdown", "text"]
+    assert ROUTES["ingest_document"].query == (
+        "document_id",
+        "type",
+        "chunk_tokens",
+        "overlap_tokens",
+        "metadata",
+    )
+
+
+@pytest.mark.asyncio
+async def test_the_async_client_ingests_and_deletes_documents_too() -> None:
+    rec = Recorder(
+        httpx.Response(200, json=INGESTED),
+        httpx.Response(200, json={"deleted": 3, "jobs_finished": 0}),
+    )
+    http = httpx.AsyncClient(transport=httpx.MockTransport(rec))
+    async with AsyncClient("http://embedq.test", http_client=http, retry=FAST) as client:
+        answer = await client.ingest_document(
+            "ctx", "guide", io.BytesIO(GUIDE), content_type="text/markdown", chunk_tokens=64
+        )
+        gone = await client.delete_document(answer.document_id)
+    assert (answer.chunks, gone.deleted) == (3, 3)
+    assert [(r.method, r.url.path, dict(r.url.params)) for r in rec.requests] == [
+        ("POST", "/v1/contexts/ctx/documents", {"document_id": "guide", "chunk_tokens": "64"}),
+        ("DELETE", "/v1/documents/guide", {}),
+    ]
+    assert rec.requests[0].content == GUIDE
+    assert rec.requests[0].headers["content-type"] == "text/markdown"
+    await http.aclose()
 
 
 # --- arguments ---------------------------------------------------------------------------

@@ -109,6 +109,11 @@ pub async fn upsert_items(
     for (i, raw) in body.items.into_iter().enumerate() {
         let id =
             ItemId::parse(raw.id).map_err(|e| ApiError::invalid(format!("items[{i}].id: {e}")))?;
+        if id.is_chunk() {
+            return Err(ApiError::invalid(format!(
+                "items[{i}].id: {id} names a document's chunk (an id with #); chunks are made by uploading the document (POST /v1/contexts/{{id}}/documents)"
+            )));
+        }
         if !seen.insert(id.clone()) {
             return Err(ApiError::invalid(format!(
                 "items[{i}].id: {id} appears more than once in this request"
@@ -154,7 +159,7 @@ pub async fn upsert_items(
 
 /// Applies to the vector store what a commit owes it; a failure is left to the reconciler's
 /// sweep (the change is recorded in SQL), so the caller's answer does not depend on it.
-async fn follow_up(app: &AppState, tombstones: &[Tombstone], changes: &[PayloadChange]) {
+pub(crate) async fn follow_up(app: &AppState, tombstones: &[Tombstone], changes: &[PayloadChange]) {
     if let Err(e) = app.point_sync.remove_points(tombstones).await {
         tracing::warn!(error = %e, count = tombstones.len(),
             "deleted items' points not removed yet; the reconciler will");
@@ -172,6 +177,15 @@ pub struct Deleted {
     deleted: u64,
     /// Jobs that ended because their last open items were deleted.
     jobs_finished: u64,
+}
+
+impl Deleted {
+    pub(crate) fn new(deleted: u64, jobs_finished: u64) -> Self {
+        Self {
+            deleted,
+            jobs_finished,
+        }
+    }
 }
 
 /// Deletes an item: its row and its point go, and a job still holding it counts it DELETED.

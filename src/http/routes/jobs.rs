@@ -13,8 +13,6 @@ use crate::http::responses::{
     BadRequest, Internal, TooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
 };
 use crate::http::{ApiError, AppState};
-use crate::messages::JobMessage;
-use crate::queue::enqueue_job;
 use crate::store::{JobFilter, JobRecord, NewJob};
 use axum::Json;
 use axum::extract::State;
@@ -258,26 +256,12 @@ pub(crate) async fn record_and_enqueue(
         return Ok((created.job, false));
     }
     let job = created.job;
-    let mut conn = app.redis.clone();
-    let enqueued = match enqueue_job(&mut conn, &app.keys, &JobMessage::recorded(job.id)).await {
-        Ok(enqueued) => enqueued,
-        Err(e) => {
-            if let Err(cleanup) = app.store.delete_queued_job(job.id).await {
-                tracing::error!(job = %job.id, error = %cleanup, "could not remove a job that was never enqueued");
-            }
-            return Err(e.into());
+    if let Err(e) = crate::submit::enqueue_recorded(&app.store, &app.redis, &app.keys, &job).await {
+        if let Err(cleanup) = app.store.delete_queued_job(job.id).await {
+            tracing::error!(job = %job.id, error = %cleanup, "could not remove a job that was never enqueued");
         }
-    };
-    // Which life of the Redis data holds the entry; should this write fail, the reconciler
-    // treats the job as of an unknown epoch and enqueues it again after a grace.
-    if let Err(e) = app
-        .store
-        .set_job_epoch_if_unknown(job.id, &enqueued.epoch)
-        .await
-    {
-        tracing::warn!(job = %job.id, error = %e, "could not record the job's epoch");
+        return Err(e.into());
     }
-    tracing::info!(job = %job.id, kind = job.kind.as_str(), scope = job.scope.kind(), priority = %job.priority, "job enqueued");
     Ok((job, true))
 }
 

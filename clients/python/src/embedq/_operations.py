@@ -1,5 +1,6 @@
 """The API's operations without any I/O: each function builds a :class:`Call` (the route, the
-body, whether it is safe to retry, and how to read the answer), which :class:`~embedq.Client`
+body (JSON, or raw bytes with their content type), whether it is safe to retry, and how to read
+the answer), which :class:`~embedq.Client`
 and :class:`~embedq.AsyncClient` send. Both clients share this module, so they cannot drift
 apart.
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeAlias, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -24,6 +25,7 @@ from .models import (
     CreateJobRequest,
     DeadLetterList,
     DeleteAnswer,
+    DocumentIngested,
     Estimate,
     Health,
     IntakeAnswer,
@@ -37,6 +39,7 @@ from .models import (
     Readiness,
     RequeueAnswer,
     RequeueRequest,
+    ScheduleList,
     SearchAnswer,
     SearchFilter,
     SearchRequest,
@@ -66,6 +69,12 @@ ROUTES: Mapping[str, Route] = {
     "get_item": Route("GET", "/v1/items/{item_id}"),
     "delete_item": Route("DELETE", "/v1/items/{item_id}"),
     "delete_context": Route("DELETE", "/v1/contexts/{context_id}"),
+    "ingest_document": Route(
+        "POST",
+        "/v1/contexts/{context_id}/documents",
+        query=("document_id", "type", "chunk_tokens", "overlap_tokens", "metadata"),
+    ),
+    "delete_document": Route("DELETE", "/v1/documents/{document_id}"),
     "create_job": Route("POST", "/v1/jobs"),
     "estimate_job": Route("POST", "/v1/jobs", query=("dry_run",)),
     "list_jobs": Route("GET", "/v1/jobs", query=("state", "before", "limit")),
@@ -75,6 +84,7 @@ ROUTES: Mapping[str, Route] = {
     "dead_letters": Route("GET", "/v1/dead-letters", query=("before", "limit")),
     "requeue_dead_letters": Route("POST", "/v1/dead-letters/requeue"),
     "delete_dead_letter": Route("DELETE", "/v1/dead-letters/{id}"),
+    "schedules": Route("GET", "/v1/schedules", query=("firings",)),
     "search": Route("POST", "/v1/contexts/{context_id}/search"),
     "pause": Route("POST", "/v1/pause"),
     "resume": Route("POST", "/v1/resume"),
@@ -98,6 +108,8 @@ class Call(Generic[T]):
         path: the path with its parameters filled in.
         parse: reads a successful answer.
         body: the JSON body, if any.
+        content: a raw body (bytes, sent as they are, with the ``Content-Type`` of
+            ``headers``), if any; a call has a JSON body or a raw one, not both.
         params: the query string.
         headers: headers of this request.
         safe: whether sending it twice does no harm (then 503s and connection errors are
@@ -114,6 +126,11 @@ class Call(Generic[T]):
     headers: Mapping[str, str] | None = None
     safe: bool = True
     ok: frozenset[int] = field(default_factory=lambda: frozenset({200}))
+    content: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.body is not None and self.content is not None:
+            raise ValueError("a call has a JSON body or a raw one, not both")
 
     @property
     def method(self) -> str:
@@ -136,6 +153,10 @@ def segment(value: str, what: str) -> str:
 def _path(operation: str, **params: str) -> str:
     template = ROUTES[operation].path
     return template.format(**{name: segment(v, name) for name, v in params.items()})
+
+
+def _query(**params: str | int | None) -> dict[str, str | int]:
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _json(response: httpx.Response) -> Any:
@@ -283,6 +304,100 @@ def delete_context(context_id: str) -> Call[DeleteAnswer]:
     )
 
 
+# --- documents ---------------------------------------------------------------------------
+
+#: A document's bytes: ``bytes`` (or a ``bytearray``, a ``memoryview``), or a file opened in
+#: binary mode (``open(path, "rb")``), read to its end before anything is sent.
+DocumentData: TypeAlias = bytes | bytearray | memoryview | IO[bytes]
+
+#: The ``Content-Type`` of a document sent without one: "no declaration" to the daemon,
+#: which then goes by ``type`` and the bytes alone.
+OCTET_STREAM = "application/octet-stream"
+
+
+def document_bytes(data: object) -> bytes:
+    """The document's bytes; a file is read to its end here, before anything is sent. A
+    ``str`` (or a file opened in text mode) raises ``TypeError``: a document is bytes
+    (``text.encode()`` for text).
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, str):
+        raise TypeError("a document is bytes, not str: send text.encode() (UTF-8)")
+    read = getattr(data, "read", None)
+    if not callable(read):
+        raise TypeError(f"a document is bytes or a binary file object, not {type(data).__name__}")
+    content = read()
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise TypeError(
+            f"the file gave {type(content).__name__}, not bytes: open it in binary mode ('rb')"
+        )
+    return bytes(content)
+
+
+def ingest_document(
+    context_id: str,
+    document_id: str,
+    data: DocumentData,
+    *,
+    type: str | None = None,
+    content_type: str | None = None,
+    chunk_tokens: int | None = None,
+    overlap_tokens: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Call[DocumentIngested]:
+    """The document is the raw body, with ``content_type`` (default
+    ``application/octet-stream``, no declaration) as its ``Content-Type``; ``type``,
+    ``chunk_tokens`` and ``overlap_tokens`` go in the query string as given, and
+    ``metadata``, a mapping, as one compact JSON object (``metadata=...``). ``None`` is not
+    sent (the daemon's defaults). The daemon judges the document id, the type and the
+    numbers; a ``metadata`` that is not a mapping raises ``TypeError``.
+
+    Never retried, although ingesting the same bytes with the same settings again is
+    harmless (the same chunks: nothing new is stored and no job is made). A repeat's answer
+    describes the repeat, so a blind retry would hide what the first attempt did: after a
+    lost answer, or a 503 from Redis once the chunks were stored (the job could not be
+    enqueued), the repeat counts the chunks ``unchanged`` with ``job_id`` ``None`` although
+    none may be embedded; and after a timeout (a large PDF) the daemon is most likely still
+    at work on the first attempt, which a retry would only double. The caller decides (see
+    :meth:`~embedq.Client.ingest_document`).
+    """
+    segment(document_id, "document_id")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping (a JSON object), not {metadata!r}")
+    params = _query(
+        document_id=document_id,
+        type=str(type) if type is not None else None,
+        chunk_tokens=chunk_tokens,
+        overlap_tokens=overlap_tokens,
+        metadata=(
+            json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":"))
+            if metadata is not None
+            else None
+        ),
+    )
+    return Call(
+        "ingest_document",
+        _path("ingest_document", context_id=context_id),
+        parse_model(DocumentIngested),
+        content=document_bytes(data),
+        params=params,
+        headers={"Content-Type": content_type if content_type is not None else OCTET_STREAM},
+        safe=False,
+    )
+
+
+def delete_document(document_id: str) -> Call[DeleteAnswer]:
+    """Retried like the other deletes: a repeat after a lost answer finds nothing and
+    answers 404.
+    """
+    return Call(
+        "delete_document",
+        _path("delete_document", document_id=document_id),
+        parse_model(DeleteAnswer),
+    )
+
+
 # --- jobs --------------------------------------------------------------------------------
 
 
@@ -371,10 +486,6 @@ def get_job(job_id: str) -> Call[JobView]:
     return Call("get_job", _path("get_job", job_id=job_id), parse_model(JobView))
 
 
-def _query(**params: str | int | None) -> dict[str, str | int]:
-    return {k: v for k, v in params.items() if v is not None}
-
-
 def list_jobs(state: str | None, before: str | None, limit: int | None) -> Call[JobList]:
     return Call(
         "list_jobs",
@@ -440,6 +551,21 @@ def delete_dead_letter(dead_letter_id: str) -> Call[None]:
         _path("delete_dead_letter", id=dead_letter_id),
         _no_body,
         ok=frozenset({200, 204}),
+    )
+
+
+# --- schedules ---------------------------------------------------------------------------
+
+
+def schedules(firings: int | None) -> Call[ScheduleList]:
+    """``firings`` is sent as given (the daemon takes 0 to 100 and answers 400 otherwise);
+    ``None`` is not sent (the daemon's default, 10).
+    """
+    return Call(
+        "schedules",
+        ROUTES["schedules"].path,
+        parse_model(ScheduleList),
+        params=_query(firings=firings),
     )
 
 

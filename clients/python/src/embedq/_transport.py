@@ -37,6 +37,8 @@ def request_arguments(settings: Settings, call: Call[Any]) -> dict[str, Any]:
     }
     if call.body is not None:
         arguments["json"] = call.body
+    elif call.content is not None:
+        arguments["content"] = call.content  # its Content-Type is among the call's headers
     if call.params:
         arguments["params"] = dict(call.params)
     return arguments

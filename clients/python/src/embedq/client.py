@@ -25,6 +25,7 @@ from .errors import EmbedqError, JobTimeoutError, NotFoundError, error_from_resp
 from .models import (
     DeadLetterList,
     DeleteAnswer,
+    DocumentIngested,
     Estimate,
     Health,
     IntakeAnswer,
@@ -37,6 +38,7 @@ from .models import (
     JobView,
     Readiness,
     RequeueAnswer,
+    ScheduleList,
     SearchAnswer,
     SearchFilter,
     UpsertCounts,
@@ -212,6 +214,77 @@ class Client:
         """
         return self._send(ops.delete_context(context_id))
 
+    # --- documents -----------------------------------------------------------------------
+
+    def ingest_document(
+        self,
+        context_id: str,
+        document_id: str,
+        data: ops.DocumentData,
+        *,
+        type: str | None = None,
+        content_type: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap_tokens: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> DocumentIngested:
+        """Ingests a document (``POST /v1/contexts/{id}/documents``): ``data``, the file's
+        bytes or a file opened in binary mode (read to its end first), a PDF, HTML, Markdown or
+        UTF-8 text document, is split into chunks of about ``chunk_tokens`` tokens (the
+        provider's tokenizer; neighbours share ``overlap_tokens``; ``None``: the daemon's
+        ``documents.chunk_tokens`` and ``documents.overlap_tokens``, 256 and 32 by default),
+        each stored in the context (created when new) as the item ``{document_id}#{n}``
+        (:func:`~embedq.models.chunk_id`) with metadata: ``document_id``, ``document_type``,
+        ``chunk``, ``char_start``, ``char_end``, ``page`` (PDFs), ``heading_path`` (Markdown and
+        HTML) and the fields of ``metadata`` (a JSON object for every chunk).
+
+        The bytes decide the type; the declared one, ``type`` (one of
+        :class:`~embedq.DocumentType`: ``"pdf"``, ``"html"``, ``"markdown"`` or ``"text"``) or
+        else ``content_type`` (the MIME type sent as ``Content-Type``, default
+        ``application/octet-stream``: none declared), tells Markdown from plain text, and must
+        not contradict the bytes. The chunks replace the document's earlier ones: new and
+        changed chunks are embedded by one job (the answer's ``job_id``), chunks that no
+        longer exist are deleted with their vectors, unchanged ones cost nothing (``job_id``
+        ``None``).
+
+        Raises :class:`~embedq.BadRequestError` for a bad id or an unknown ``type`` (400), a
+        document over ``documents.max_bytes`` (413), a ``content_type`` embedq does not read
+        (415), and bytes that are not a document of a type embedq reads (binary that is not a
+        PDF, text that is not UTF-8) or not of the declared type, a document that cannot be
+        read (corrupt, encrypted), holds no text (an image-only PDF) or makes too many chunks,
+        or bad settings or metadata (422); and
+        :class:`~embedq.ConflictError` when the document's chunks are in another context
+        (delete it there first). Nothing is changed then.
+
+        Never retried by the client: a repeat's answer describes the repeat (the chunks a
+        first attempt stored are ``unchanged``, with no job), so a blind retry would hide
+        whether they are embedded, and after a timeout the daemon is most likely still at
+        work. Ingesting the same document again is harmless, though; after an error, ingest
+        it again and, to be sure every chunk gets embedded, follow with
+        ``create_job(scope_items(answer.item_ids))``, which skips the chunks already up to
+        date. A large PDF may need the client's ``timeout`` to be longer.
+        """
+        return self._send(
+            ops.ingest_document(
+                context_id,
+                document_id,
+                data,
+                type=type,
+                content_type=content_type,
+                chunk_tokens=chunk_tokens,
+                overlap_tokens=overlap_tokens,
+                metadata=metadata,
+            )
+        )
+
+    def delete_document(self, document_id: str) -> DeleteAnswer:
+        """Deletes a document (``DELETE /v1/documents/{id}``): every chunk of it, with their
+        vectors, whatever the context; a job still holding them counts them ``deleted``.
+        Raises :class:`~embedq.NotFoundError` when the document has no chunks (also when a
+        retry follows a first attempt whose answer was lost).
+        """
+        return self._send(ops.delete_document(document_id))
+
     # --- jobs ----------------------------------------------------------------------------
 
     def create_job(
@@ -362,6 +435,19 @@ class Client:
         with that id.
         """
         self._send(ops.delete_dead_letter(dead_letter_id))
+
+    # --- schedules -----------------------------------------------------------------------
+
+    def schedules(self, firings: int | None = None) -> ScheduleList:
+        """The daemon's schedules (``GET /v1/schedules``): each ``[[schedules]]`` entry of its
+        configuration (name, cron expression, what a missed tick does, the job it makes) with
+        its next tick and its latest ``firings`` (0 to 100, newest first; ``None``: the
+        daemon's default, 10), each with the job it made; and whether this daemon's scheduler
+        is the one firing them (one daemon at a time holds the lease). A scheduled job is an
+        ordinary job: follow it with :meth:`get_job`. ``firings`` outside 0 to 100 raises
+        :class:`~embedq.BadRequestError` (400).
+        """
+        return self._send(ops.schedules(firings))
 
     # --- search, control, health ---------------------------------------------------------
 

@@ -7,8 +7,8 @@ It fails on any difference that would make the client wrong:
   that the client requires or cannot hold, a field the document requires in a request that the
   client may leave out;
 * a value of a string enum that only one side has (:data:`embedq.models.SCHEMA_ENUMS`), and
-  a kind of job scope, or a field of one, that only one side has
-  (:data:`embedq.models.SCOPE_FIELDS`);
+  a kind of job scope or of scheduled job, or a field of one, that only one side has
+  (:data:`embedq.models.SCOPE_FIELDS`, :data:`embedq.models.SCHEDULED_JOB_FIELDS`);
 * a schema of the document that the client neither models nor lists in
   :data:`UNMODELLED_SCHEMAS`;
 * a route the client calls that the document does not have (unless it is pending, see
@@ -39,7 +39,13 @@ from pydantic import BaseModel
 
 from ._config import DEFAULT_URL, TOKEN_ENV, URL_ENV
 from ._operations import PENDING_OPERATIONS, ROUTES
-from .models import REQUEST_MODELS, SCHEMA_ENUMS, SCHEMA_MODELS, SCOPE_FIELDS
+from .models import (
+    REQUEST_MODELS,
+    SCHEDULED_JOB_FIELDS,
+    SCHEMA_ENUMS,
+    SCHEMA_MODELS,
+    SCOPE_FIELDS,
+)
 
 __all__ = [
     "NOT_WRAPPED",
@@ -253,8 +259,13 @@ def _check_enum(doc: _Document, name: str, values: set[str]) -> Iterator[Finding
         yield Finding(f"{name}.{value}", "a value in the client's enum, not in the document")
 
 
-def _check_scopes(doc: _Document) -> Iterator[Finding]:
-    schema = doc.schemas.get("JobScope")
+def _check_variants(
+    doc: _Document, name: str, fields: Mapping[str, frozenset[str]], what: str, table: str
+) -> Iterator[Finding]:
+    """The kinds of a tagged union (the ``oneOf`` of schema ``name``, told apart by
+    ``type``) and the fields of each, against the client's table of them.
+    """
+    schema = doc.schemas.get(name)
     if schema is None:
         return
     variants: dict[str, set[str]] = {}
@@ -263,15 +274,22 @@ def _check_scopes(doc: _Document) -> Iterator[Finding]:
         kinds = doc.string_enum(props.get("type", {})) or set()
         for kind in kinds:
             variants[kind] = set(props) - {"type"}
-    for kind in sorted(set(variants) - set(SCOPE_FIELDS)):
-        yield Finding(f"JobScope[{kind}]", "a kind of scope in the document, not in the client")
-    for kind in sorted(set(SCOPE_FIELDS) - set(variants)):
-        yield Finding(f"JobScope[{kind}]", "a kind of scope in the client, not in the document")
-    for kind in sorted(set(variants) & set(SCOPE_FIELDS)):
-        for prop in sorted(variants[kind] - SCOPE_FIELDS[kind]):
-            yield Finding(f"JobScope[{kind}].{prop}", "in the document, not in SCOPE_FIELDS")
-        for prop in sorted(SCOPE_FIELDS[kind] - variants[kind]):
-            yield Finding(f"JobScope[{kind}].{prop}", "in SCOPE_FIELDS, not in the document")
+    for kind in sorted(set(variants) - set(fields)):
+        yield Finding(f"{name}[{kind}]", f"a kind of {what} in the document, not in the client")
+    for kind in sorted(set(fields) - set(variants)):
+        yield Finding(f"{name}[{kind}]", f"a kind of {what} in the client, not in the document")
+    for kind in sorted(set(variants) & set(fields)):
+        for prop in sorted(variants[kind] - fields[kind]):
+            yield Finding(f"{name}[{kind}].{prop}", f"in the document, not in {table}")
+        for prop in sorted(fields[kind] - variants[kind]):
+            yield Finding(f"{name}[{kind}].{prop}", f"in {table}, not in the document")
+
+
+def _check_scopes(doc: _Document) -> Iterator[Finding]:
+    yield from _check_variants(doc, "JobScope", SCOPE_FIELDS, "scope", "SCOPE_FIELDS")
+    yield from _check_variants(
+        doc, "ScheduledJob", SCHEDULED_JOB_FIELDS, "scheduled job", "SCHEDULED_JOB_FIELDS"
+    )
 
 
 def _check_routes(doc: _Document) -> Iterator[Finding]:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "FINAL_JOB_STATES",
     "REQUEST_MODELS",
+    "SCHEDULED_JOB_FIELDS",
     "SCHEMA_ENUMS",
     "SCHEMA_MODELS",
     "SCOPE_FIELDS",
@@ -35,6 +36,8 @@ __all__ = [
     "DeadLetter",
     "DeadLetterList",
     "DeleteAnswer",
+    "DocumentIngested",
+    "DocumentType",
     "ErrorBody",
     "ErrorCode",
     "ErrorDetail",
@@ -55,6 +58,7 @@ __all__ = [
     "JobScope",
     "JobState",
     "JobView",
+    "MissedTicks",
     "Priority",
     "Readiness",
     "ReadinessCheck",
@@ -62,6 +66,12 @@ __all__ = [
     "ReconcileFindings",
     "RequeueAnswer",
     "RequeueRequest",
+    "ScheduleFiring",
+    "ScheduleList",
+    "ScheduleView",
+    "ScheduledJob",
+    "ScheduledJobType",
+    "SchedulerFigures",
     "ScopeType",
     "SearchAnswer",
     "SearchFilter",
@@ -69,6 +79,7 @@ __all__ = [
     "UpdateJobRequest",
     "UpsertCounts",
     "UpsertRequest",
+    "chunk_id",
     "scope_all",
     "scope_context",
     "scope_failed",
@@ -137,6 +148,42 @@ class Priority(_TextEnum):
     INTERACTIVE = "interactive"
     NORMAL = "normal"
     BULK = "bulk"
+
+
+class MissedTicks(_TextEnum):
+    """What a schedule does with ticks missed while no daemon could fire them (its
+    ``missed``): ``CATCH_UP_ONCE`` fires the latest of them once, on start; ``SKIP`` goes on
+    from the next tick.
+    """
+
+    CATCH_UP_ONCE = "catch_up_once"
+    SKIP = "skip"
+
+
+class ScheduledJobType(_TextEnum):
+    """What a schedule does at each tick (the ``type`` of :class:`ScheduledJob`): an
+    ``EMBED`` job of a scope, a ``RECONCILE`` job, or ``PURGE_DEAD_LETTERS`` (no job: the
+    firing's ``result`` says how many dead letters went).
+    """
+
+    EMBED = "embed"
+    RECONCILE = "reconcile"
+    PURGE_DEAD_LETTERS = "purge_dead_letters"
+
+
+class DocumentType(_TextEnum):
+    """The types of document :meth:`Client.ingest_document` reads (schema ``DocumentKind``;
+    the ``type`` of :class:`DocumentIngested`, and the ``document_type`` of each chunk's
+    metadata). The daemon tells them from the bytes: ``PDF`` from ``%PDF-``, ``HTML`` from a
+    doctype or an ``<html>``/``<head>``/``<body>`` tag; UTF-8 text is ``MARKDOWN`` when
+    declared so or when it has Markdown's marks (headings, fences, lists, links), else
+    ``TEXT``.
+    """
+
+    PDF = "pdf"
+    HTML = "html"
+    MARKDOWN = "markdown"
+    TEXT = "text"
 
 
 class IntakeVerb(_TextEnum):
@@ -542,14 +589,61 @@ class JobList(Answer):
 
 
 class DeleteAnswer(Answer):
-    """What ``DELETE /v1/items/{id}`` or ``DELETE /v1/contexts/{id}`` did (schema
-    ``Deleted``).
+    """What ``DELETE /v1/items/{id}``, ``DELETE /v1/contexts/{id}`` or ``DELETE
+    /v1/documents/{id}`` did (schema ``Deleted``).
     """
 
     #: Items deleted (their records and vectors are gone).
     deleted: int
     #: Jobs that ended because their last open items were deleted.
     jobs_finished: int
+
+
+# --- documents ---------------------------------------------------------------------------
+
+
+def chunk_id(document_id: str, n: int) -> str:
+    """The item id of a document's chunk ``n`` (from 0): ``{document_id}#{n}``."""
+    return f"{document_id}#{n}"
+
+
+class DocumentIngested(Answer):
+    """What ``POST /v1/contexts/{id}/documents`` (:meth:`Client.ingest_document`) did.
+
+    The document's chunks are the items ``{document_id}#0`` to ``{document_id}#{chunks-1}``
+    (:attr:`item_ids`); each chunk is counted once in ``created``, ``changed`` (new content:
+    embedded by ``job_id``), ``metadata_changed`` (the same text, new metadata: written into
+    the stored vector's payload) or ``unchanged``, and the chunks of an earlier version that
+    no longer exist in ``removed``.
+    """
+
+    document_id: str
+    context_id: str
+    #: One of :class:`DocumentType`.
+    type: str
+    #: Pages of a PDF (``None`` for other types).
+    pages: int | None = None
+    #: Chunks the document has now.
+    chunks: int
+    created: int
+    changed: int
+    metadata_changed: int
+    unchanged: int
+    #: Chunks of the earlier version that no longer exist: deleted, with their vectors.
+    removed: int
+    #: The job embedding the new and changed chunks; ``None`` when none changed (an
+    #: unchanged document costs nothing).
+    job_id: str | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        """The chunks' item ids, in the document's order."""
+        return [chunk_id(self.document_id, n) for n in range(self.chunks)]
+
+    @property
+    def to_embed(self) -> int:
+        """Chunks the job embeds (``created + changed``)."""
+        return self.created + self.changed
 
 
 # --- dead letters ------------------------------------------------------------------------
@@ -605,6 +699,103 @@ class RequeueAnswer(Answer):
     jobs: list[str]
     #: Dead letters removed.
     removed: int
+
+
+# --- schedules ---------------------------------------------------------------------------
+
+#: The fields each kind of scheduled job takes besides ``type`` (``priority`` and ``tenant``
+#: of an embed job may be null or left out).
+SCHEDULED_JOB_FIELDS: Mapping[str, frozenset[str]] = {
+    ScheduledJobType.EMBED.value: frozenset({"scope", "priority", "tenant"}),
+    ScheduledJobType.RECONCILE.value: frozenset(),
+    ScheduledJobType.PURGE_DEAD_LETTERS.value: frozenset({"older_than_days"}),
+}
+
+
+class ScheduledJob(Answer):
+    """What a schedule makes at each tick, as the daemon's configuration says
+    (``job = {type = ...}`` of a ``[[schedules]]`` entry).
+
+    One class for every kind (``type``, one of :class:`ScheduledJobType`, says which), as
+    for :class:`JobScope`, so that a kind a newer daemon adds is read without error;
+    :data:`SCHEDULED_JOB_FIELDS` says which fields each kind takes.
+    """
+
+    #: One of :class:`ScheduledJobType`.
+    type: str
+    #: An embed job's scope: ``context``, ``all``, ``failed`` or ``stale_model`` (never a
+    #: list of items).
+    scope: JobScope | None = None
+    #: An embed job's priority, one of :class:`Priority` (``None``: ``normal``).
+    priority: str | None = None
+    #: An embed job's tenant (``None``: a tenant of its own).
+    tenant: str | None = None
+    #: A dead-letter purge removes the dead letters older than this many days.
+    older_than_days: int | None = None
+
+
+class ScheduleFiring(Answer):
+    """One tick a schedule fired (times in milliseconds since the Unix epoch)."""
+
+    #: The tick fired.
+    tick_ms: int
+    #: The job it made; ``None`` for a dead-letter purge (see :attr:`result`).
+    job_id: str | None = None
+    #: What an action that is not a job did: a purge's ``{"dead_letters_removed": n}`` (or
+    #: ``{"error": ...}``); ``None`` for a job.
+    result: dict[str, Any] | None = None
+    #: The fencing token of the scheduler that fired it.
+    fence: int
+    #: The consumer name of the daemon that fired it.
+    fired_by: str
+    fired_at: int
+
+
+class ScheduleView(Answer):
+    """A schedule as the daemon's configuration has it, with its next tick and latest
+    firings.
+    """
+
+    #: Unique among the schedules: 1 to 64 ASCII letters, digits, ``-`` or ``_``.
+    name: str
+    #: The cron expression (UTC; seconds first, or a five-field crontab line).
+    cron: str
+    #: One of :class:`MissedTicks`.
+    missed: str
+    job: ScheduledJob
+    #: The next tick, in milliseconds since the Unix epoch; ``None`` when it never fires again.
+    next_tick_ms: int | None = None
+    #: The latest firings, newest first (as many as ``firings`` asked for).
+    firings: list[ScheduleFiring]
+
+
+class SchedulerFigures(Answer):
+    """What the answering daemon's scheduler did. One daemon at a time holds the
+    scheduler's lease and fires every schedule; a daemon without schedules never takes it.
+    """
+
+    #: Whether this daemon holds the scheduler's lease (it is the one firing).
+    active: bool
+    #: Its fencing token while it does.
+    fence: int | None = None
+    #: Ticks this daemon fired.
+    fired: int
+    #: Times it found its lease gone in SQL (a higher token was shown) and stood down.
+    stood_down: int
+    last_error: str | None = None
+
+
+class ScheduleList(Answer):
+    """The daemon's ``[[schedules]]`` (``GET /v1/schedules``), in the configuration's order,
+    and its scheduler.
+    """
+
+    schedules: list[ScheduleView]
+    scheduler: SchedulerFigures
+
+    def get(self, name: str) -> ScheduleView | None:
+        """The schedule of this name, if there is one."""
+        return next((s for s in self.schedules if s.name == name), None)
 
 
 # --- search ------------------------------------------------------------------------------
@@ -740,10 +931,16 @@ SCHEMA_MODELS: Mapping[str, type[BaseModel]] = {
     "JobView": JobView,
     "JobList": JobList,
     "Deleted": DeleteAnswer,
+    "DocumentIngested": DocumentIngested,
     "DeadLetter": DeadLetter,
     "DeadLetterList": DeadLetterList,
     "RequeueBody": RequeueRequest,
     "RequeueAnswer": RequeueAnswer,
+    "ScheduledJob": ScheduledJob,
+    "ScheduleFiring": ScheduleFiring,
+    "ScheduleView": ScheduleView,
+    "SchedulerFigures": SchedulerFigures,
+    "ScheduleList": ScheduleList,
     "SearchBody": SearchRequest,
     "Hit": Hit,
     "SearchAnswer": SearchAnswer,
@@ -762,6 +959,8 @@ SCHEMA_ENUMS: Mapping[str, type[Enum]] = {
     "ItemStatus": ItemStatus,
     "JobKind": JobKind,
     "Priority": Priority,
+    "MissedTicks": MissedTicks,
+    "DocumentKind": DocumentType,
     "IntakeVerb": IntakeVerb,
     "HealthStatus": HealthStatus,
     "ErrorCode": ErrorCode,

@@ -1,6 +1,7 @@
 """``embedq serve`` as a child process for tests: its own port, SQLite file, vector directory
-and Redis key prefix, configured through ``EMBEDQ__SECTION__KEY`` variables, and stopped (with
-its Redis keys removed) when the test is done.
+and Redis key prefix, configured through ``EMBEDQ__SECTION__KEY`` variables (and, for what
+variables cannot say, such as ``[[schedules]]``, a TOML file), and stopped (with its Redis keys
+removed) when the test is done.
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ class Daemon:
         redis_url: the Redis the daemon uses.
         env: more settings, which win over the others.
         prefix: the Redis key prefix; default a new one per daemon, removed by :meth:`stop`.
+        config: TOML text layered over the daemon's defaults (written into the daemon's
+            directory and passed as ``EMBEDQ_CONFIG``), for settings variables cannot give,
+            such as ``[[schedules]]``; the variables still win over it.
 
     """
 
@@ -118,6 +122,7 @@ class Daemon:
         redis_url: str = "redis://127.0.0.1:6379",
         env: Mapping[str, str] | None = None,
         prefix: str | None = None,
+        config: str | None = None,
     ) -> None:
         self.binary = find_binary(binary)
         self.port = free_port()
@@ -135,6 +140,10 @@ class Daemon:
             **embedding,
             **(env or {}),
         }
+        if config is not None:
+            config_path = self.workdir / "embedq.toml"
+            config_path.write_text(config, encoding="utf-8")
+            self._env.setdefault("EMBEDQ_CONFIG", str(config_path))
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
