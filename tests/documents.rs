@@ -7,6 +7,9 @@
 
 mod support;
 
+#[path = "support/local_model.rs"]
+mod local_model_files;
+
 use embedq::domain::ItemId;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -404,16 +407,10 @@ async fn bad_documents_are_refused_and_leave_nothing() {
 /// The PDF's chunks know their pages, and the local model finds the chunk holding a sentence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pdf_chunks_know_their_pages_and_search_finds_them() {
-    let model_dir = std::env::var("EMBEDQ_MODEL_DIR").unwrap_or_else(|_| {
-        format!(
-            "{}/data/models/all-minilm-l6-v2",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
-    assert!(
-        Path::new(&model_dir).join("model.safetensors").exists(),
-        "the local model is needed in {model_dir} (run `embedq fetch-model`; .ci/run does)"
-    );
+    // Fetched first when missing (as `embedq fetch-model` does); never skipped.
+    let model_dir = local_model_files::required_model_dir()
+        .display()
+        .to_string();
     let app = TestApp::spawn_with(Backend::Sqlite, |s| {
         s.embedding.provider = embedq::config::Provider::Local;
         s.embedding.model = embedq::config::LOCAL_MODEL.into();

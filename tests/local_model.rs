@@ -8,40 +8,16 @@
 
 use embedq::providers::model_files::{self, ModelFilesError};
 use embedq::providers::{Embedder, LocalEmbedder, ProviderError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 const PAIR: (&str, &str) = ("A man is eating food.", "A man is eating a piece of bread.");
 const REFERENCE_SENTENCE: &str = "embedq keeps vector embeddings in sync, off the request path.";
 
-fn model_dir() -> PathBuf {
-    match std::env::var_os("EMBEDQ_MODEL_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("data/models/all-minilm-l6-v2"),
-    }
-}
+#[path = "support/local_model.rs"]
+mod local_model_files;
 
-/// The model directory, fetched once (the same `embedq fetch-model` step a user runs) when the
-/// files are not there; fails the test (never skips it) when they cannot be had.
-fn required_model_dir() -> PathBuf {
-    static FETCHED: OnceLock<PathBuf> = OnceLock::new();
-    FETCHED
-        .get_or_init(|| {
-            let dir = model_dir();
-            if !model_files::missing_files(&dir).is_empty() {
-                eprintln!("fetching the local model into {}", dir.display());
-                if let Err(e) = model_files::fetch(&dir) {
-                    panic!(
-                        "the local model's files are missing in {} and fetching them failed: {e} \
-                         (set EMBEDQ_MODEL_DIR to a directory holding them)",
-                        dir.display()
-                    );
-                }
-            }
-            dir
-        })
-        .clone()
-}
+use local_model_files::required_model_dir;
 
 fn embedder() -> &'static LocalEmbedder {
     static EMBEDDER: OnceLock<LocalEmbedder> = OnceLock::new();
